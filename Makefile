@@ -1,0 +1,50 @@
+# reallymuted — one entry point for set-up, the study, tests and benchmarks.
+# `make study` and `make test` are the two commands a newcomer needs (see README.md).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+CONFIG ?= config.yaml
+SETUP_STAMP := $(VENV)/.setup-done
+# Everything run from here sees the venv's tools first (snakemake, reallymuted, pytest).
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup study report test lint test-cluster bench artifact verify-artifact clean
+
+setup: $(SETUP_STAMP)
+
+# Rerunning is safe: apt skips installed packages, pip skips satisfied pins, and the stamp
+# makes the whole step a no-op until requirements.txt, pyproject.toml or envs/apt.txt change.
+$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt
+	bash scripts/install-apt.sh envs/apt.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+study: setup
+	$(BIN)/snakemake --configfile $(CONFIG) -c $(CORES)
+	$(MAKE) report
+
+report: setup
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
+
+lint: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+test: setup lint
+	$(BIN)/pytest
+
+test-cluster: setup
+	$(BIN)/pytest -m cluster tests/test_cluster.py
+
+bench: setup
+	$(BIN)/python -m reallymuted.bench --out results/bench
+
+clean:
+	rm -rf .snakemake results/*/ results/report.html

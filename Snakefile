@@ -1,0 +1,22 @@
+# reallymuted: what video-conferencing apps do with the microphone while you are muted.
+# One invocation runs the whole study; each stage lives in its own rule file.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/userstudy.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,54 @@
+# Runs before any rule: validate the configuration, locate inputs, and build target lists.
+from pathlib import Path
+
+from reallymuted import reference
+from reallymuted.config import validate_config
+
+REPO = Path(workflow.basedir)
+
+validate_config(config, REPO / "workflow/schemas/config.schema.yaml")
+
+REFERENCE = reference.locate(config["reference"], REPO)
+REFERENCE_CHECKSUMS = REPO / "workflow/resources/reference.sha256"
+
+
+wildcard_constraints:
+    window=r"\d+",
+
+
+def stage_on(name):
+    """Whether a stage of the study is switched on in config.yaml."""
+    return config["stages"].get(name, False)
+
+
+def reference_file(name):
+    """Path of one file of the authors' released artifact (local or downloaded)."""
+    return str(REFERENCE.directory / name)
+
+
+def reference_files():
+    """Every file of the released artifact listed in the pinned checksums."""
+    return [reference_file(n) for n in reference.read_checksums(REFERENCE_CHECKSUMS)]
+
+
+def userstudy_outputs():
+    figures = expand(
+        "results/figures/{figure}.{ext}",
+        figure=[
+            "fig1_q1_why_mute",
+            "fig2_q2_background_activities",
+            "fig3_q3_what_mute_does",
+            "fig4_q4_mic_access_believed",
+            "fig5_q5_mic_access_wanted",
+        ],
+        ext=["png", "pdf"],
+    )
+    return ["results/tables/userstudy_codes.csv", *figures]
+
+
+def get_final_output():
+    """Everything `snakemake` builds by default, stage by stage."""
+    targets = []
+    if stage_on("reference"):
+        targets += userstudy_outputs()
+    return targets

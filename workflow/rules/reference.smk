@@ -1,0 +1,30 @@
+# The authors' released artifact: downloaded if it is not beside the project, always verified.
+
+
+if not REFERENCE.local:
+
+    rule reference_download:
+        output:
+            reference_files(),
+        log:
+            "logs/reference/download.log",
+        params:
+            reference=config["reference"],
+            checksums=str(REFERENCE_CHECKSUMS),
+            target=str(REFERENCE.directory),
+        script:
+            "../../scripts/reference_download.py"
+
+
+rule reference_verify:
+    input:
+        reference_files(),
+        checksums=REFERENCE_CHECKSUMS,
+    output:
+        "results/reference/verified.csv",
+    log:
+        "logs/reference/verify.log",
+    params:
+        directory=str(REFERENCE.directory),
+    script:
+        "../../scripts/reference_verify.py"
