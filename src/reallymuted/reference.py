@@ -120,9 +120,10 @@ def download(
             dest.parent.mkdir(parents=True, exist_ok=True)
             log.info("downloading %s", url)
             try:
-                with urllib.request.urlopen(url, timeout=timeout_s) as response, dest.open(
-                    "wb"
-                ) as fh:
+                with (
+                    urllib.request.urlopen(url, timeout=timeout_s) as response,
+                    dest.open("wb") as fh,
+                ):
                     shutil.copyfileobj(response, fh)
             except OSError as exc:  # URLError, HTTPError and socket errors are all OSErrors
                 raise DataError(f"{name}: download from {url} failed: {exc}") from exc

@@ -245,9 +245,7 @@ def iuipc_table(survey: pd.DataFrame) -> pd.DataFrame:
         "cronbach_alpha": cronbach_alpha(items),
         "max_gap_released_vs_recomputed_score": max_gap,
     }
-    return pd.DataFrame(
-        [{"source": SOURCE, "statistic": k, "value": v} for k, v in stats.items()]
-    )
+    return pd.DataFrame([{"source": SOURCE, "statistic": k, "value": v} for k, v in stats.items()])
 
 
 def analyse(survey_path: str | Path, coder_files: dict[str, str | Path]) -> UserStudyTables:
@@ -276,7 +274,9 @@ def claim_values(
         return int(hit.respondents.sum())
 
     def code(question: str, name: str, codebook: str = "released") -> int:
-        hit = codes[(codes.question == question) & (codes.code == name) & (codes.codebook == codebook)]
+        hit = codes[
+            (codes.question == question) & (codes.code == name) & (codes.codebook == codebook)
+        ]
         return int(hit.respondents.sum())
 
     q4 = survey[STATEMENT_QUESTIONS["Q4"]].map(statement_set)
