@@ -68,7 +68,9 @@ def load_survey(path: str | Path) -> pd.DataFrame:
     try:
         survey = pd.read_csv(path, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+        raise DataError(
+            f"{path}: not a readable CSV ({exc}); the file looks truncated or damaged"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in survey.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -304,6 +306,7 @@ def claim_values(
         "kappa_q3": float(mean_kappa["Q3"]),
         "iuipc_mean": float(stat["mean_score"]),
         "iuipc_alpha": float(stat["cronbach_alpha"]),
+        "iuipc_score_gap": float(stat["max_gap_released_vs_recomputed_score"]),
         "codebook_size_q1": int(codebook_sizes[("Q1", "released")]),
         "codebook_size_q2": int(codebook_sizes[("Q2", "released")]),
         "codebook_size_q3": int(codebook_sizes[("Q3", "released")]),

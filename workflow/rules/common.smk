@@ -46,9 +46,18 @@ def userstudy_outputs():
     return ["results/tables/userstudy_codes.csv", *figures]
 
 
+def claims_value_files():
+    """The values files of every active stage: the computed side of the claims table."""
+    stems = []
+    if stage_on("reference"):
+        stems += ["userstudy", "telemetry_reference", "classifier_reference"]
+    return expand("results/values/{stem}.json", stem=stems)
+
+
 def get_final_output():
     """Everything `snakemake` builds by default, stage by stage."""
     targets = []
     if stage_on("reference"):
         targets += userstudy_outputs()
+    targets += ["results/tables/claims.csv", "results/tables/claims.md"]
     return targets

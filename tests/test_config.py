@@ -1,0 +1,82 @@
+"""The configuration schema: the shipped configs are valid; a bad one is refused, by key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reallymuted.config import ConfigError, load_yaml, validate_config
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture
+def config(repo_root: Path) -> dict:
+    return load_yaml(repo_root / "config.yaml")
+
+
+def test_shipped_configs_are_valid(repo_root: Path) -> None:
+    for path in [repo_root / "config.yaml", *sorted((repo_root / "config").glob("*.yaml"))]:
+        validate_config(load_yaml(path), SCHEMA)
+
+
+def test_wrong_type_names_the_key_and_what_is_allowed(config: dict) -> None:
+    config["classifier"]["windows"] = [3, "five"]
+    with pytest.raises(ConfigError, match=r"classifier\.windows\[1\]: 'five' .*expected integer"):
+        validate_config(config, SCHEMA)
+
+
+def test_unknown_key_lists_the_allowed_ones(config: dict) -> None:
+    config["clasifier"] = {}
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) 'clasifier'; allowed keys: .*classifier"
+    ):
+        validate_config(config, SCHEMA)
+
+
+def test_bad_enum_value_lists_the_choices(config: dict) -> None:
+    config["classifier"]["models"] = ["random_forest", "cnn"]
+    with pytest.raises(ConfigError, match=r"models\[1\]: 'cnn' .*one of 'majority'"):
+        validate_config(config, SCHEMA)
+
+
+def test_every_problem_is_reported_at_once(config: dict) -> None:
+    config["classifier"]["seed"] = -1
+    config["reference"]["commit"] = "main"
+    with pytest.raises(ConfigError) as caught:
+        validate_config(config, SCHEMA)
+    assert "2 problem(s)" in str(caught.value)
+
+
+def test_missing_keys_get_their_schema_defaults(config: dict) -> None:
+    del config["classifier"]["validation_fraction"]
+    filled = validate_config(copy.deepcopy(config), SCHEMA)
+    assert filled["classifier"]["validation_fraction"] == 0.25
+
+
+@pytest.mark.workflow
+def test_snakemake_stops_before_any_rule_on_a_bad_config(repo_root: Path, tmp_path: Path) -> None:
+    bad = load_yaml(repo_root / "config.yaml")
+    bad["classifier"]["windows"] = "7"
+    (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(bad))
+    run = subprocess.run(
+        [
+            "snakemake",
+            "-n",
+            "-s",
+            str(repo_root / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "bad.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "classifier.windows: '7' is not allowed" in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,18 @@
+# The claims table: the paper's numbers beside the values this run computed.
+
+
+rule claims:
+    input:
+        claims=REPO / "workflow/resources/paper_claims.yaml",
+        values=claims_value_files(),
+    output:
+        csv=report(
+            "results/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        md="results/tables/claims.md",
+    log:
+        "logs/claims.log",
+    script:
+        "../../scripts/claims.py"
