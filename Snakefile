@@ -18,6 +18,6 @@ include: "workflow/rules/claims.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

@@ -4,6 +4,5 @@ from reallymuted import claims
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-claims.write_claims(
-    snakemake.input.claims, list(snakemake.input["values"]), snakemake.output.csv, snakemake.output.md
-)
+out = snakemake.output
+claims.write_claims(snakemake.input.claims, list(snakemake.input["values"]), out.csv, out.md)

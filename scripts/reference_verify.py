@@ -4,6 +4,4 @@ from reallymuted import reference
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-reference.write_verification(
-    snakemake.params.directory, snakemake.input.checksums, snakemake.output[0]
-)
+reference.write_verification(snakemake.input.data, snakemake.input.checksums, snakemake.output[0])

@@ -118,5 +118,5 @@ def test_user_study_rows_on_the_reference_data(repo_root: Path, reference_dir: P
 def test_broken_values_file_names_the_file(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "broken.json"
     path.write_text(bad)
-    with pytest.raises(claims.DataError, match="broken.json"):
+    with pytest.raises(claims.DataError, match=r"broken\.json"):
         claims.load_values([path])

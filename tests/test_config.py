@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,8 @@ def test_snakemake_stops_before_any_rule_on_a_bad_config(repo_root: Path, tmp_pa
     (tmp_path / "bad.yaml").write_text(__import__("yaml").safe_dump(bad))
     run = subprocess.run(
         [
+            sys.executable,
+            "-m",
             "snakemake",
             "-n",
             "-s",

@@ -103,6 +103,6 @@ def test_corrupted_download_leaves_nothing_behind(served, checksums: dict, tmp_p
 def test_unreachable_server_names_the_file(checksums: dict, tmp_path: Path) -> None:
     # port 9 (discard) on loopback: nothing listens, the connection is refused at once
     config = _config("http://127.0.0.1:9")
-    with pytest.raises(DataError, match="download from http://127.0.0.1:9/.* failed"):
+    with pytest.raises(DataError, match=r"download from http://127\.0\.0\.1:9/.* failed"):
         reference.download(config, checksums, tmp_path / "x")
     assert not (tmp_path / "x").exists()

@@ -111,12 +111,12 @@ def test_survey_without_a_needed_column_is_rejected(reference_dir: Path, tmp_pat
     survey = pd.read_csv(reference_dir / "UserStudy/clean_survey_file_total.csv")
     broken = tmp_path / "survey.csv"
     survey.drop(columns=["Q72"]).to_csv(broken, index=False)
-    with pytest.raises(DataError, match="missing column.*Q72"):
+    with pytest.raises(DataError, match=r"missing column.*Q72"):
         userstudy.load_survey(broken)
 
 
 def test_coder_file_without_pairs_is_rejected(tmp_path: Path) -> None:
     bad = tmp_path / "Q1Cohen.csv"
     bad.write_text("Code 1,Code 2\nx,y\n")
-    with pytest.raises(DataError, match="Q1Cohen.csv"):
+    with pytest.raises(DataError, match=r"Q1Cohen\.csv"):
         userstudy.load_coder_file(bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.workflow
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
     command = [
+        sys.executable,
+        "-m",
         "snakemake",
         "-s",
         str(repo / "Snakefile"),

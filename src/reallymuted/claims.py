@@ -71,7 +71,8 @@ def evaluate_part(part: dict[str, Any], values: Values) -> PartResult:
     computed = lookup(values, part["computed"])
     if unit == "text":
         ok = str(computed) == str(part["expected"])
-        return PartResult(label, str(computed), ok, "" if ok else f"{computed} ≠ {part['expected']}")
+        gap = "" if ok else f"{computed} ≠ {part['expected']}"
+        return PartResult(label, str(computed), ok, gap)
     if unit == "set":
         got = sorted(map(str, computed)) if isinstance(computed, list) else [str(computed)]
         want = sorted(map(str, part["expected"]))
@@ -84,7 +85,8 @@ def evaluate_part(part: dict[str, Any], values: Values) -> PartResult:
         numbers = [_number(v, unit) for v in got_values]
         outside = [v for v in numbers if not lo <= v <= hi]
         shown = "–".join(_fmt(v, unit) for v in (min(numbers), max(numbers)))
-        gap = "" if not outside else f"{', '.join(_fmt(v, unit) for v in outside)} outside {lo}–{hi}"
+        listed = ", ".join(_fmt(v, unit) for v in outside)
+        gap = f"{listed} outside {lo}–{hi}" if outside else ""
         return PartResult(label, shown, not outside, gap)
     got = _number(computed, unit)
     expected = float(part["expected"])
@@ -186,7 +188,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
     lines = [
-        "# Claims of \"Are You Really Muted?\" (PoPETs 2022) against this pipeline",
+        '# Claims of "Are You Really Muted?" (PoPETs 2022) against this pipeline',
         "",
         "`paper_value` is the published value; `computed_value` is what this pipeline computed "
         "from the evidence named in `source`. Tolerances are stated in the verdict.",
@@ -194,7 +196,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for _, row in table.iterrows()]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |")
     counts = table.verdict.str.split(":").str[0].str.split(" ").str[0].value_counts()
     lines += ["", "Summary: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())), ""]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ stops the run at once with a message that names the key and says what is allowed
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,9 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         lines = "\n".join("  - " + _explain(e) for e in errors)
         raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{lines}")
     return config
+
+
+def export_package_path(src: str | Path) -> None:
+    """Put the package's source directory first on PYTHONPATH for every job's interpreter."""
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *(p for p in current if p != str(src))])

@@ -81,8 +81,19 @@ def verify(directory: str | Path, checksums: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_verification(directory: str | Path, checksums_path: str | Path, out: str | Path) -> None:
-    table = verify(directory, read_checksums(checksums_path))
+def directory_of(files: list[str], checksums: dict[str, str]) -> Path:
+    """The directory that holds ``files`` laid out as the checksum list names them."""
+    for file in map(str, files):
+        for name in checksums:
+            if file.endswith("/" + name):
+                return Path(file[: -len(name) - 1])
+    raise DataError("none of the given files is a reference file listed in the checksums")
+
+
+def write_verification(files: list[str], checksums_path: str | Path, out: str | Path) -> None:
+    checksums = read_checksums(checksums_path)
+    directory = directory_of(files, checksums)
+    table = verify(directory, checksums)
     write_csv(out, table)
     log.info("verified %d reference files in %s", len(table), directory)
 

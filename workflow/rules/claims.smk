@@ -14,5 +14,7 @@ rule claims:
         md="results/tables/claims.md",
     log:
         "logs/claims.log",
+    conda:
+        ANALYSIS_ENV
     script:
         "../../scripts/claims.py"

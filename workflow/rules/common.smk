@@ -1,15 +1,23 @@
 # Runs before any rule: validate the configuration, locate inputs, and build target lists.
+import sys
 from pathlib import Path
 
-from reallymuted import reference
-from reallymuted.config import validate_config
-
 REPO = Path(workflow.basedir)
+# The package is importable here and, through PYTHONPATH, in every job (also under
+# --sdm conda or on a cluster node), whether or not it was pip-installed there.
+sys.path.insert(0, str(REPO / "src"))
+
+from reallymuted import reference
+from reallymuted.config import export_package_path, validate_config
+
+export_package_path(REPO / "src")
 
 validate_config(config, REPO / "workflow/schemas/config.schema.yaml")
 
 REFERENCE = reference.locate(config["reference"], REPO)
 REFERENCE_CHECKSUMS = REPO / "workflow/resources/reference.sha256"
+ANALYSIS_ENV = "../../envs/analysis.yaml"
+TESTBED_ENV = "../../envs/testbed.yaml"
 
 
 wildcard_constraints:

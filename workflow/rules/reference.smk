@@ -8,6 +8,8 @@ if not REFERENCE.local:
             reference_files(),
         log:
             "logs/reference/download.log",
+        conda:
+            ANALYSIS_ENV
         params:
             reference=config["reference"],
             checksums=str(REFERENCE_CHECKSUMS),
@@ -18,13 +20,13 @@ if not REFERENCE.local:
 
 rule reference_verify:
     input:
-        reference_files(),
+        data=reference_files(),
         checksums=REFERENCE_CHECKSUMS,
     output:
         "results/reference/verified.csv",
     log:
         "logs/reference/verify.log",
-    params:
-        directory=str(REFERENCE.directory),
+    conda:
+        ANALYSIS_ENV
     script:
         "../../scripts/reference_verify.py"

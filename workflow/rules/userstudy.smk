@@ -17,6 +17,8 @@ rule userstudy_tables:
         values="results/values/userstudy.json",
     log:
         "logs/userstudy/tables.log",
+    conda:
+        ANALYSIS_ENV
     script:
         "../../scripts/userstudy_tables.py"
 
@@ -38,5 +40,7 @@ rule userstudy_figure:
         "logs/figures/{figure}.log",
     wildcard_constraints:
         figure="fig[1-5]_.*",
+    conda:
+        ANALYSIS_ENV
     script:
         "../../scripts/userstudy_figure.py"
