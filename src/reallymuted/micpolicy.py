@@ -1,0 +1,167 @@
+"""What a client does with the microphone per mute state, and the policy label that follows.
+
+Two independent witnesses see the microphone: the OS level (the paced writer feeding the
+PulseAudio pipe source: bytes accepted vs dropped) and the app level (reads intercepted by
+Frida in the client). Each gives, per mute state, the share of real time read; the policy is
+labelled from each witness separately, and the two labels are compared, never merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reallymuted.extract import Segment
+
+log = logging.getLogger(__name__)
+
+WITNESSES = ("os", "app")
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    bin_s: float = 0.1  # time resolution of "was the microphone read in this interval"
+    grace_s: float = 1.5  # ignored after each mute/unmute: devices take time to suspend/resume
+    stops_below: float = 0.05  # muted share under this: the client stopped reading
+    continuous_ratio: float = 0.8  # muted share at least this × unmuted share: never stopped
+    period_cv_max: float = 0.15  # burst spacing steadier than this: periodic
+
+
+@dataclass(frozen=True)
+class PolicyLabel:
+    policy: str  # continuous | periodic | stops | intermittent | not observed
+    period_s: float
+    muted_share: float
+    unmuted_share: float
+    evidence: str
+
+
+def active_bins(
+    reads: pd.DataFrame, witness: str, start: float, end: float, bin_s: float
+) -> np.ndarray:
+    """Boolean per bin of [start, end): did this witness see the microphone being read?"""
+    edges = np.arange(start, end + 1e-9, bin_s)
+    if len(edges) < 2:
+        return np.zeros(0, dtype=bool)
+    rows = reads[(reads.witness == witness) & (reads.t >= start) & (reads.t < end)]
+    if witness == "os":
+        # the writer logs every tick; only ticks whose bytes were accepted are reads
+        rows = rows[rows["bytes"].fillna(0) > 0]
+    counts, _ = np.histogram(rows.t.to_numpy(dtype=float), bins=edges)
+    return counts > 0
+
+
+def read_share(reads: pd.DataFrame, witness: str, start: float, end: float, bin_s: float) -> float:
+    """Share of real time the microphone was read in [start, end).
+
+    OS witness: bytes accepted / bytes offered (the writer offers exactly real time).
+    App witness: share of time bins with at least one intercepted read.
+    """
+    if end <= start:
+        return float("nan")
+    if witness == "os":
+        rows = reads[(reads.witness == "os") & (reads.t >= start) & (reads.t < end)]
+        offered = rows["bytes"].fillna(0).sum() + rows["dropped"].fillna(0).sum()
+        return float(rows["bytes"].fillna(0).sum() / offered) if offered else float("nan")
+    bins = active_bins(reads, witness, start, end, bin_s)
+    return float(bins.mean()) if len(bins) else float("nan")
+
+
+def burst_starts(bins: np.ndarray, bin_s: float) -> np.ndarray:
+    """Times (from the first bin) at which runs of active bins begin."""
+    padded = np.concatenate([[False], bins])
+    return np.flatnonzero(padded[1:] & ~padded[:-1]) * bin_s
+
+
+def _trimmed(segment: Segment, grace_s: float) -> tuple[float, float]:
+    return segment.start + grace_s, segment.end
+
+
+def label_policy(
+    reads: pd.DataFrame, segments: list[Segment], witness: str, params: PolicyParams
+) -> PolicyLabel:
+    """Label one session's muted behaviour as seen by one witness."""
+    shares: dict[str, list[tuple[float, float]]] = {"muted": [], "unmuted": []}
+    starts: list[np.ndarray] = []
+    for segment in segments:
+        start, end = _trimmed(segment, params.grace_s)
+        if end - start < params.bin_s * 5:
+            continue
+        shares[segment.state].append(
+            (read_share(reads, witness, start, end, params.bin_s), end - start)
+        )
+        if segment.state == "muted":
+            bins = active_bins(reads, witness, start, end, params.bin_s)
+            # drop a burst cut by the segment start: its start is not a real burst start
+            found = burst_starts(bins, params.bin_s)
+            starts.append(found[found > 0] if len(bins) and bins[0] else found)
+
+    def weighted(pairs: list[tuple[float, float]]) -> float:
+        pairs = [(s, w) for s, w in pairs if not np.isnan(s)]
+        return (
+            float(np.average([s for s, _ in pairs], weights=[w for _, w in pairs]))
+            if pairs
+            else float("nan")
+        )
+
+    muted, unmuted = weighted(shares["muted"]), weighted(shares["unmuted"])
+    if np.isnan(muted):
+        return PolicyLabel("not observed", np.nan, muted, unmuted, f"{witness}: no muted data")
+    intervals = np.concatenate([np.diff(s) for s in starts if len(s) > 1] or [np.array([])])
+    evidence = f"{witness}: muted share {muted:.3f}, unmuted share {unmuted:.3f}"
+    if muted < params.stops_below:
+        return PolicyLabel("stops", np.nan, muted, unmuted, evidence)
+    if not np.isnan(unmuted) and muted >= params.continuous_ratio * unmuted:
+        return PolicyLabel("continuous", np.nan, muted, unmuted, evidence)
+    if len(intervals) >= 2:
+        period = float(np.median(intervals))
+        cv = float(np.std(intervals) / np.mean(intervals))
+        evidence += f", {len(intervals) + 1} bursts, spacing {period:.2f} s (cv {cv:.2f})"
+        if cv <= params.period_cv_max:
+            return PolicyLabel("periodic", period, muted, unmuted, evidence)
+    return PolicyLabel("intermittent", np.nan, muted, unmuted, evidence)
+
+
+def witnesses_agree(
+    os_label: PolicyLabel, app_label: PolicyLabel, period_tolerance: float = 0.1
+) -> bool:
+    """Both witnesses give the same label (and, if periodic, periods within the tolerance)."""
+    if os_label.policy != app_label.policy:
+        return False
+    if os_label.policy == "periodic":
+        return abs(os_label.period_s - app_label.period_s) <= period_tolerance * app_label.period_s
+    return True
+
+
+def state_mic_stats(
+    reads: pd.DataFrame, segments: list[Segment], params: PolicyParams
+) -> pd.DataFrame:
+    """Per mute state: read share and read rate at both witnesses, level the app received."""
+    rows = []
+    for state in ("unmuted", "muted"):
+        parts = [s for s in segments if s.state == state]
+        duration = sum(s.end - s.start for s in parts)
+        if not parts:
+            continue
+        row: dict[str, float | str] = {"state": state, "duration_s": duration}
+        for witness in WITNESSES:
+            shares = [read_share(reads, witness, s.start, s.end, params.bin_s) for s in parts]
+            weights = [s.end - s.start for s in parts]
+            valid = [(x, w) for x, w in zip(shares, weights, strict=True) if not np.isnan(x)]
+            row[f"{witness}_read_share"] = (
+                float(np.average([x for x, _ in valid], weights=[w for _, w in valid]))
+                if valid
+                else np.nan
+            )
+            in_state = reads[(reads.witness == witness) & (reads.state == state)]
+            if witness == "os":
+                in_state = in_state[in_state["bytes"].fillna(0) > 0]
+            row[f"{witness}_reads_per_s"] = len(in_state) / duration if duration else np.nan
+        app = reads[(reads.witness == "app") & (reads.state == state)]
+        row["app_peak_mean"] = float(app.peak.mean()) if len(app) else np.nan
+        row["app_rms_mean"] = float(app.rms.mean()) if len(app) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
