@@ -14,6 +14,8 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/userstudy.smk"
+include: "workflow/rules/telemetry.smk"
+include: "workflow/rules/classifier.smk"
 include: "workflow/rules/claims.smk"
 
 

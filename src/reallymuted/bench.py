@@ -120,7 +120,7 @@ def bench_reference_study(out_dir: Path, cores: int = 2) -> dict[str, Any]:
     result.update(
         {
             "benchmark": "reference_study",
-            "what": "user study, telemetry, classifier (all windows and models), claims; from scratch",
+            "what": "user study, telemetry, classifier (all windows, models), claims; from scratch",
             "cores": cores,
             "target": f"wall time under {target_s} s on {cores} cores",
             "met": result["exit_status"] == 0 and result["wall_s"] < target_s,

@@ -36,9 +36,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600; give the result the permissions an ordinary file would get
+        tmp.chmod(0o666 & ~_umask())
         tmp.replace(final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -94,7 +102,8 @@ def log_to_file(log_path: str | Path | None, level: int = logging.INFO) -> loggi
         root.removeHandler(handler)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        stream = Path(log_path).open("a", buffering=1)  # noqa: SIM115 (lives as long as the job)
+        # a rerun replaces the log: the log is of this run's job only
+        stream = Path(log_path).open("w", buffering=1)  # noqa: SIM115 (lives as long as the job)
         sys.stderr = stream
         handler: logging.Handler = logging.StreamHandler(stream)
     else:

@@ -29,6 +29,13 @@ def stage_on(name):
     return config["stages"].get(name, False)
 
 
+def package_code(*modules):
+    """Source files of the package modules a rule runs: editing one reruns that rule."""
+    return [
+        str(REPO / "src/reallymuted" / f"{m.replace('.', '/')}.py") for m in modules
+    ]
+
+
 def reference_file(name):
     """Path of one file of the authors' released artifact (local or downloaded)."""
     return str(REFERENCE.directory / name)
@@ -39,19 +46,26 @@ def reference_files():
     return [reference_file(n) for n in reference.read_checksums(REFERENCE_CHECKSUMS)]
 
 
+USERSTUDY_FIGURES = [
+    "fig1_q1_why_mute",
+    "fig2_q2_background_activities",
+    "fig3_q3_what_mute_does",
+    "fig4_q4_mic_access_believed",
+    "fig5_q5_mic_access_wanted",
+]
+
+
 def userstudy_outputs():
-    figures = expand(
-        "results/figures/{figure}.{ext}",
-        figure=[
-            "fig1_q1_why_mute",
-            "fig2_q2_background_activities",
-            "fig3_q3_what_mute_does",
-            "fig4_q4_mic_access_believed",
-            "fig5_q5_mic_access_wanted",
-        ],
-        ext=["png", "pdf"],
-    )
-    return ["results/tables/userstudy_codes.csv", *figures]
+    """The user-study tables and Figures 1-5."""
+    tables = ["codes", "statements", "combinations", "kappa", "iuipc"]
+    return [
+        *expand("results/tables/userstudy_{table}.csv", table=tables),
+        *expand(
+            "results/figures/{figure}.{ext}",
+            figure=USERSTUDY_FIGURES,
+            ext=["png", "pdf"],
+        ),
+    ]
 
 
 def claims_value_files():
@@ -62,10 +76,42 @@ def claims_value_files():
     return expand("results/values/{stem}.json", stem=stems)
 
 
+def classifier_outputs():
+    """The classifier's tables and values, Figure 8 and the paper's confusion figures for
+    the configured windows (n = 3, 5, 7, 10 are Figures 12, 13, 9, 14)."""
+    numbers = {3: 12, 5: 13, 7: 9, 10: 14}
+    figures = [
+        f"fig{numbers[n]}_confusion_n{n}"
+        for n in config["classifier"]["windows"]
+        if n in numbers
+    ]
+    tables = ["metrics", "confusion", "dataset_sizes"]
+    return [
+        *expand("results/tables/classifier_{table}.csv", table=tables),
+        "results/values/classifier_reference.json",
+        *expand(
+            "results/figures/{f}.{ext}",
+            f=["fig8_gain_space", *figures],
+            ext=["png", "pdf"],
+        ),
+    ]
+
+
+def telemetry_outputs():
+    """The decoded reference Webex record: its table, its problems and the values of T1."""
+    return [
+        "results/tables/telemetry_reference.csv",
+        "results/tables/telemetry_reference_problems.csv",
+        "results/values/telemetry_reference.json",
+    ]
+
+
 def get_final_output():
     """Everything `snakemake` builds by default, stage by stage."""
     targets = []
     if stage_on("reference"):
         targets += userstudy_outputs()
+        targets += telemetry_outputs()
+        targets += classifier_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]
     return targets

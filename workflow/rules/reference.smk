@@ -22,6 +22,7 @@ rule reference_verify:
     input:
         data=reference_files(),
         checksums=REFERENCE_CHECKSUMS,
+        code=package_code("reference"),
     output:
         "results/reference/verified.csv",
     log:

@@ -8,6 +8,7 @@ rule userstudy_tables:
         kappa_q1=reference_file("UserStudy/Q61Cohen.csv"),
         kappa_q2=reference_file("UserStudy/Q104Cohen.csv"),
         kappa_q3=reference_file("UserStudy/Q62Cohen.csv"),
+        code=package_code("userstudy"),
     output:
         codes="results/tables/userstudy_codes.csv",
         statements="results/tables/userstudy_statements.csv",
@@ -23,24 +24,30 @@ rule userstudy_tables:
         "../../scripts/userstudy_tables.py"
 
 
-rule userstudy_figure:
-    input:
-        codes="results/tables/userstudy_codes.csv",
-        statements="results/tables/userstudy_statements.csv",
-        combinations="results/tables/userstudy_combinations.csv",
-        iuipc="results/tables/userstudy_iuipc.csv",
-    output:
-        png=report(
-            "results/figures/{figure}.png",
-            caption="../report/{figure}.rst",
-            category="User study",
-        ),
-        pdf="results/figures/{figure}.pdf",
-    log:
-        "logs/figures/{figure}.log",
-    wildcard_constraints:
-        figure="fig[1-5]_.*",
-    conda:
-        ANALYSIS_ENV
-    script:
-        "../../scripts/userstudy_figure.py"
+# One rule per figure, so that each figure keeps its own caption file.
+for figure in USERSTUDY_FIGURES:
+
+    rule:
+        name:
+            f"userstudy_{figure.split('_')[0]}"
+        input:
+            codes="results/tables/userstudy_codes.csv",
+            statements="results/tables/userstudy_statements.csv",
+            combinations="results/tables/userstudy_combinations.csv",
+            iuipc="results/tables/userstudy_iuipc.csv",
+            code=package_code("figures.__init__", "figures.userstudy"),
+        output:
+            png=report(
+                f"results/figures/{figure}.png",
+                caption=f"../report/{figure}.rst",
+                category="User study",
+            ),
+            pdf=f"results/figures/{figure}.pdf",
+        log:
+            f"logs/figures/{figure}.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            figure=figure,
+        script:
+            "../../scripts/userstudy_figure.py"

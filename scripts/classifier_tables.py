@@ -1,0 +1,13 @@
+"""Rule classifier_tables: per-window results -> metrics, confusion, grid tables and values."""
+
+from reallymuted import classifier
+from reallymuted.io import log_to_file
+
+log_to_file(snakemake.log[0])
+classifier.tables_to_files(
+    list(snakemake.input.metrics),
+    list(snakemake.input.confusion),
+    list(snakemake.input.grid),
+    snakemake.input.recordings,
+    dict(snakemake.output.items()),
+)

@@ -1,0 +1,161 @@
+# The background-activity classifier on the authors' released per-minute gains: Table 3 and
+# Figures 8, 9, 12-14. Parse once, one job per window length n, then tables and figures.
+
+
+CLASSIFIER_GAINS = reference_file("BgActivityClassifier/ParseSourceData/{name}.txt")
+# What a window job depends on: changing any other classifier key never retrains a model.
+CLASSIFIER_WINDOW_KEYS = [
+    "models",
+    "seed",
+    "grids",
+    "validation_fraction",
+    "random_validation_fraction",
+    "balance_classes",
+]
+
+
+rule classifier_parse:
+    input:
+        code=package_code("classifier"),
+        verified="results/reference/verified.csv",
+        dev=expand(CLASSIFIER_GAINS, name=config["classifier"]["splits"]["dev"]),
+        eval1=expand(CLASSIFIER_GAINS, name=config["classifier"]["splits"]["eval1"]),
+        eval2=expand(CLASSIFIER_GAINS, name=config["classifier"]["splits"]["eval2"]),
+    output:
+        minutes="results/classifier/reference/minutes.csv",
+        recordings="results/tables/classifier_recordings.csv",
+    log:
+        "logs/classifier/parse.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        splits=list(config["classifier"]["splits"]),
+        classes=config["classifier"]["classes"],
+    script:
+        "../../scripts/classifier_parse.py"
+
+
+rule classifier_window:
+    input:
+        code=package_code("classifier"),
+        minutes="results/classifier/reference/minutes.csv",
+    output:
+        metrics="results/classifier/reference/n{window}/metrics.csv",
+        confusion="results/classifier/reference/n{window}/confusion.csv",
+        grid="results/classifier/reference/n{window}/grid.csv",
+    log:
+        "logs/classifier/n{window}.log",
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=1000,
+    params:
+        settings={k: config["classifier"][k] for k in CLASSIFIER_WINDOW_KEYS},
+        labels=[c["code"] for c in config["classifier"]["classes"]],
+    script:
+        "../../scripts/classifier_window.py"
+
+
+rule classifier_tables:
+    input:
+        code=package_code("classifier"),
+        metrics=expand(
+            "results/classifier/reference/n{window}/metrics.csv",
+            window=config["classifier"]["windows"],
+        ),
+        confusion=expand(
+            "results/classifier/reference/n{window}/confusion.csv",
+            window=config["classifier"]["windows"],
+        ),
+        grid=expand(
+            "results/classifier/reference/n{window}/grid.csv",
+            window=config["classifier"]["windows"],
+        ),
+        recordings="results/tables/classifier_recordings.csv",
+    output:
+        metrics=report(
+            "results/tables/classifier_metrics.csv",
+            caption="../report/classifier_metrics.rst",
+            category="Classifier",
+        ),
+        confusion="results/tables/classifier_confusion.csv",
+        grid="results/tables/classifier_grid.csv",
+        values="results/values/classifier_reference.json",
+    log:
+        "logs/classifier/tables.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/classifier_tables.py"
+
+
+rule classifier_dataset_sizes:
+    input:
+        code=package_code("classifier"),
+        minutes="results/classifier/reference/minutes.csv",
+        recordings="results/tables/classifier_recordings.csv",
+    output:
+        report(
+            "results/tables/classifier_dataset_sizes.csv",
+            caption="../report/classifier_dataset_sizes.rst",
+            category="Classifier",
+        ),
+    log:
+        "logs/classifier/dataset_sizes.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        windows=config["classifier"]["windows"],
+        classes=config["classifier"]["classes"],
+    script:
+        "../../scripts/classifier_dataset_sizes.py"
+
+
+rule classifier_gain_space:
+    input:
+        code=package_code("figures.__init__", "figures.classifier", "classifier"),
+        minutes="results/classifier/reference/minutes.csv",
+    output:
+        png=report(
+            "results/figures/fig8_gain_space.png",
+            caption="../report/fig8_gain_space.rst",
+            category="Classifier",
+        ),
+        pdf="results/figures/fig8_gain_space.pdf",
+    log:
+        "logs/figures/fig8_gain_space.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        classes=config["classifier"]["classes"],
+        splits=config["classifier"]["splits"],
+        seed=config["classifier"]["seed"],
+    script:
+        "../../scripts/classifier_gain_space.py"
+
+
+rule classifier_confusion_figure:
+    input:
+        code=package_code("figures.__init__", "figures.classifier", "classifier"),
+        metrics="results/tables/classifier_metrics.csv",
+        confusion="results/tables/classifier_confusion.csv",
+    output:
+        png=report(
+            "results/figures/fig{number}_confusion_n{window}.png",
+            caption="../report/classifier_confusion.rst",
+            category="Classifier",
+        ),
+        pdf="results/figures/fig{number}_confusion_n{window}.pdf",
+    log:
+        "logs/figures/fig{number}_confusion_n{window}.log",
+    wildcard_constraints:
+        number="9|12|13|14",
+    conda:
+        ANALYSIS_ENV
+    params:
+        classes=config["classifier"]["classes"],
+        splits=config["classifier"]["splits"],
+    script:
+        "../../scripts/classifier_confusion_figure.py"

@@ -1,0 +1,20 @@
+# Webex wmequality telemetry: decode the authors' released record (claim T1).
+
+
+rule telemetry_reference:
+    input:
+        verified="results/reference/verified.csv",
+        dump=reference_file("UserStudy/webex-dump.json"),
+        code=package_code("telemetry"),
+    output:
+        table="results/tables/telemetry_reference.csv",
+        problems="results/tables/telemetry_reference_problems.csv",
+        values="results/values/telemetry_reference.json",
+    log:
+        "logs/telemetry/reference.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        name="UserStudy/webex-dump.json",
+    script:
+        "../../scripts/telemetry_reference.py"
