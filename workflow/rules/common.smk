@@ -30,7 +30,7 @@ def stage_on(name):
 
 
 def package_code(*modules):
-    """Source files of the package modules a rule runs: editing one reruns that rule."""
+    """Source files of the package modules a job runs (editing one reruns the job)."""
     return [
         str(REPO / "src/reallymuted" / f"{m.replace('.', '/')}.py") for m in modules
     ]

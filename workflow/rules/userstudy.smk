@@ -24,30 +24,25 @@ rule userstudy_tables:
         "../../scripts/userstudy_tables.py"
 
 
-# One rule per figure, so that each figure keeps its own caption file.
-for figure in USERSTUDY_FIGURES:
-
-    rule:
-        name:
-            f"userstudy_{figure.split('_')[0]}"
-        input:
-            codes="results/tables/userstudy_codes.csv",
-            statements="results/tables/userstudy_statements.csv",
-            combinations="results/tables/userstudy_combinations.csv",
-            iuipc="results/tables/userstudy_iuipc.csv",
-            code=package_code("figures.__init__", "figures.userstudy"),
-        output:
-            png=report(
-                f"results/figures/{figure}.png",
-                caption=f"../report/{figure}.rst",
-                category="User study",
-            ),
-            pdf=f"results/figures/{figure}.pdf",
-        log:
-            f"logs/figures/{figure}.log",
-        conda:
-            ANALYSIS_ENV
-        params:
-            figure=figure,
-        script:
-            "../../scripts/userstudy_figure.py"
+rule userstudy_figure:
+    input:
+        codes="results/tables/userstudy_codes.csv",
+        statements="results/tables/userstudy_statements.csv",
+        combinations="results/tables/userstudy_combinations.csv",
+        iuipc="results/tables/userstudy_iuipc.csv",
+        code=package_code("figures.__init__", "figures.userstudy"),
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/userstudy_figure.rst",
+            category="User study",
+        ),
+        pdf="results/figures/{figure}.pdf",
+    log:
+        "logs/figures/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(USERSTUDY_FIGURES),
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/userstudy_figure.py"
