@@ -690,6 +690,8 @@ def claim_values(
             ).sum()
         ),
     }
+    for split in ("dev", "eval1", "eval2"):
+        values[f"{split}_recordings"] = int((used.split == split).sum())
     for n, model in selected.items():
         m = metrics[(metrics.window == n) & (metrics.model == model)].set_index("eval_set")
         values[f"selected_model_n{n}"] = model
@@ -713,7 +715,27 @@ def claim_values(
             hardest, confused = hardest_class(confusion, n, model)
             values[f"hardest_class_n{n}"] = hardest
             values[f"hardest_class_confused_with_n{n}"] = confused
+            for eval_set in ("eval1", "eval2"):
+                values[f"{eval_set}_largest_confusion_n{n}"] = largest_confusion(
+                    confusion, n, model, eval_set
+                )
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
+
+
+def largest_confusion(confusion: pd.DataFrame, n: int, model: str, eval_set: str) -> str:
+    """The biggest off-diagonal cell of one row-normalised confusion matrix, as text."""
+    part = confusion[
+        (confusion.window == n)
+        & (confusion.model == model)
+        & (confusion.eval_set == eval_set)
+        & (confusion.true_activity != confusion.predicted_activity)
+    ]
+    if part.empty:
+        return "none"
+    top = part.sort_values(["share", "true_activity"], ascending=[False, True], kind="stable").iloc[
+        0
+    ]
+    return f"{top.true_activity} predicted as {top.predicted_activity} in {top.share:.0%}"
 
 
 def hardest_class(
