@@ -17,6 +17,9 @@ include: "workflow/rules/userstudy.smk"
 include: "workflow/rules/telemetry.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/sessions.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/micpolicy.smk"
 
 
 rule all:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,3 +166,145 @@ def state_mic_stats(
         row["app_rms_mean"] = float(app.rms.mean()) if len(app) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# -- one session, and the study's tables -----------------------------------------------------
+
+SESSION_KEYS = ["source", "app", "mute_mode", "stimulus", "rep", "condition"]
+
+
+def session_keys(manifest: dict) -> dict[str, object]:
+    return {
+        "source": manifest.get("source", "testbed"),
+        "app": manifest["app"],
+        "mute_mode": manifest["mode"],
+        "stimulus": manifest.get("stimulus", {}).get("name", ""),
+        "rep": int(manifest["rep"]),
+        "condition": manifest["condition"],
+    }
+
+
+def analyse_session(
+    session_dir: str | Path,
+    packets_path: str | Path,
+    reads_path: str | Path,
+    params: PolicyParams = PolicyParams(),
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Per-state rows (mic at both witnesses + traffic) and the session's policy labels."""
+    from reallymuted import extract, traffic
+    from reallymuted.io import read_jsonl
+
+    manifest = extract.load_manifest(session_dir)
+    segments = extract.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
+    reads = pd.read_parquet(reads_path)
+    packets = pd.read_parquet(packets_path)
+    mic = state_mic_stats(reads, segments, params)
+    sent = traffic.state_traffic_stats(packets, segments)
+    states = mic.merge(sent, on="state", how="outer")
+    keys = session_keys(manifest)
+    for key, value in reversed(keys.items()):
+        states.insert(0, key, value)
+    labels = {w: label_policy(reads, segments, w, params) for w in WITNESSES}
+    policy = {
+        **keys,
+        "policy_os": labels["os"].policy,
+        "policy_app": labels["app"].policy,
+        "period_s_os": labels["os"].period_s,
+        "period_s_app": labels["app"].period_s,
+        "muted_read_share_os": labels["os"].muted_share,
+        "muted_read_share_app": labels["app"].muted_share,
+        "witnesses_agree": witnesses_agree(labels["os"], labels["app"]),
+        "evidence": "; ".join(label.evidence for label in labels.values()),
+    }
+    return states, policy
+
+
+def policy_table(policies: pd.DataFrame) -> pd.DataFrame:
+    """One row per source × app × mute mode: the policy both witnesses saw, across sessions.
+
+    The label is the OS witness's when every session's two witnesses agree; a disagreement
+    (between witnesses, or between sessions) is written out, not resolved.
+    """
+    rows = []
+    for (source, app, mode), group in policies.groupby(["source", "app", "mute_mode"], sort=True):
+        agree = bool(group.witnesses_agree.all())
+        labels = sorted(set(group.policy_os) | set(group.policy_app))
+        policy = labels[0] if agree and len(labels) == 1 else "disagree: " + "/".join(labels)
+        periods = pd.concat([group.period_s_os, group.period_s_app]).dropna()
+        rows.append(
+            {
+                "source": source,
+                "app": app,
+                "mute_mode": mode,
+                "policy": policy,
+                "period_s": float(periods.median()) if len(periods) else np.nan,
+                "muted_read_share_os": float(group.muted_read_share_os.mean()),
+                "muted_read_share_app": float(group.muted_read_share_app.mean()),
+                "witnesses_agree": agree,
+                "sessions": len(group),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_session_analysis(
+    session_dir: str | Path,
+    packets_path: str | Path,
+    reads_path: str | Path,
+    states_out: str | Path,
+    policy_out: str | Path,
+) -> None:
+    from reallymuted.io import write_csv, write_json
+
+    states, policy = analyse_session(session_dir, packets_path, reads_path)
+    write_csv(states_out, states)
+    write_json(policy_out, policy)
+    log.info(
+        "%s: policy os=%s app=%s (agree: %s)",
+        session_dir,
+        policy["policy_os"],
+        policy["policy_app"],
+        policy["witnesses_agree"],
+    )
+
+
+def value_key(*parts: object) -> str:
+    """A claims-table key: lowercase letters, digits and underscores only."""
+    return "_".join(str(p) for p in parts).replace("-", "_").lower()
+
+
+def testbed_values(policy: pd.DataFrame, states: pd.DataFrame) -> dict[str, object]:
+    """Named values per app and mute mode, for the claims table and the per-app tables."""
+    values: dict[str, object] = {"source": "testbed"}
+    for row in policy.itertuples():
+        values[value_key("policy", row.app, row.mute_mode)] = row.policy
+        values[value_key("witnesses_agree", row.app, row.mute_mode)] = bool(row.witnesses_agree)
+        if not np.isnan(row.period_s):
+            values[value_key("period_s", row.app, row.mute_mode)] = row.period_s
+    muted = states[states.state == "muted"].groupby(["app", "mute_mode"])
+    unmuted = states[states.state == "unmuted"].groupby(["app", "mute_mode"])
+    for column in ("rtp_packets_per_s", "rtp_payload_mean", "audio_level_median_dbov"):
+        for (app, mode), value in muted[column].mean().items():
+            values[value_key("muted", column, app, mode)] = float(value)
+        for (app, mode), value in unmuted[column].mean().items():
+            values[value_key("unmuted", column, app, mode)] = float(value)
+    return values
+
+
+def write_tables(
+    states_paths: list[str], policy_paths: list[str], out: dict[str, str | Path]
+) -> None:
+    """Concatenate the sessions' analyses into the study's two tables and the named values."""
+    import json
+
+    from reallymuted.io import write_csv, write_json
+
+    states = pd.concat([pd.read_csv(p) for p in states_paths], ignore_index=True)
+    policies = pd.DataFrame([json.loads(Path(p).read_text()) for p in policy_paths])
+    order = ["source", "app", "mute_mode", "stimulus", "rep"]
+    states = states.sort_values([*order, "state"], kind="stable")
+    policy = policy_table(policies.sort_values(order, kind="stable"))
+    write_csv(out["states"], states)
+    write_csv(out["policy"], policy)
+    write_json(out["values"], testbed_values(policy, states))
+    log.info("%d sessions, %d app x mode rows", len(policies), len(policy))

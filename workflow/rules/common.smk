@@ -73,6 +73,8 @@ def claims_value_files():
     stems = []
     if stage_on("reference"):
         stems += ["userstudy", "telemetry_reference", "classifier_reference"]
+    if stage_on("sessions"):
+        stems += ["testbed"]
     return expand("results/values/{stem}.json", stem=stems)
 
 
@@ -106,6 +108,47 @@ def telemetry_outputs():
     ]
 
 
+def session_outputs():
+    """The raw evidence of every testbed session: its manifest, written last when complete.
+    Empty when `stages.sessions` is off."""
+    from reallymuted.session import matrix, session_dir
+
+    if not stage_on("sessions"):
+        return []
+    return [
+        f"{session_dir(app, mode, stimulus, rep)}/manifest.json"
+        for app, mode, stimulus, rep in matrix(config["sessions"])
+    ]
+
+
+def session_files(name):
+    """One analysis file (e.g. ``policy.json``) of every testbed session in the matrix."""
+    from reallymuted.session import matrix
+
+    return [
+        f"results/sessions/{app}/{mode}-{stimulus}/rep{rep}/{name}"
+        for app, mode, stimulus, rep in matrix(config["sessions"])
+    ]
+
+
+def session_analysis_outputs():
+    """The testbed's tables and one timeline figure per session."""
+    from reallymuted.session import matrix
+
+    if not stage_on("sessions"):
+        return []
+    timelines = [
+        f"results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.{ext}"
+        for app, mode, stimulus, rep in matrix(config["sessions"])
+        for ext in ("png", "pdf")
+    ]
+    return [
+        "results/tables/session_states.csv",
+        "results/tables/mic_policy.csv",
+        *timelines,
+    ]
+
+
 def get_final_output():
     """Everything `snakemake` builds by default, stage by stage."""
     targets = []
@@ -113,5 +156,7 @@ def get_final_output():
         targets += userstudy_outputs()
         targets += telemetry_outputs()
         targets += classifier_outputs()
+    targets += session_outputs()
+    targets += session_analysis_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]
     return targets

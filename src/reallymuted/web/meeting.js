@@ -1,0 +1,184 @@
+// A two-party WebRTC "meeting" in one page, muted the ways real web apps mute.
+//
+// The local party captures the microphone with getUserMedia and sends it over an
+// RTCPeerConnection to a second RTCPeerConnection in the same page (signalling in-page,
+// no STUN/TURN: host candidates on 127.0.0.1 only). The driver (Playwright) calls:
+//
+//   prepared                  (a promise, started at page load) enumerating devices, which
+//                             starts Chromium's audio service before anyone joins
+//   join({mode, detector, dtx})  getUserMedia, connect, return the selected candidate pair
+//   setMuted(true|false)      mute/unmute with the chosen implementation:
+//       soft     track.enabled = false            (mic open, RTP continues with silence)
+//       replace  sender.replaceTrack(null)        (mic open, no RTP)
+//       stop     track.stop(); unmute = new getUserMedia + replaceTrack
+//   leave()                   stop every track, close both connections
+//   drainLog()                page events since the last call (epoch ms timestamps)
+//
+// detector=true adds what "you are muted" features do: an AnalyserNode on a clone of the
+// microphone track that stays enabled while muted, logging `detector_speech` when it hears
+// speech during mute.
+'use strict';
+
+const state = {
+  mode: null, detector: false, dtx: false, muted: false,
+  stream: null, track: null, clone: null, sender: null, pc1: null, pc2: null,
+  audioContext: null, detectorTimer: null, heard: false, log: [],
+};
+
+function note(event, fields) {
+  state.log.push(Object.assign({ epoch_ms: Date.now(), event: event }, fields || {}));
+}
+
+function drainLog() {
+  const out = state.log;
+  state.log = [];
+  return out;
+}
+
+async function prepare() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  return devices.filter((d) => d.kind === 'audioinput').length;
+}
+
+async function getMic() {
+  // Raw capture: no processing that could hide what the microphone delivers.
+  return navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    video: false,
+  });
+}
+
+function withDtx(sdp) {
+  return sdp.replace(/useinbandfec=1/g, 'useinbandfec=1;usedtx=1');
+}
+
+async function negotiate(pc1, pc2) {
+  const offer = await pc1.createOffer();
+  if (state.dtx) offer.sdp = withDtx(offer.sdp);
+  await pc1.setLocalDescription(offer);
+  await pc2.setRemoteDescription(offer);
+  const answer = await pc2.createAnswer();
+  if (state.dtx) answer.sdp = withDtx(answer.sdp);
+  await pc2.setLocalDescription(answer);
+  await pc1.setRemoteDescription(answer);
+}
+
+function connected(pc, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    if (pc.connectionState === 'connected') { resolve(); return; }
+    const timer = setTimeout(() => reject(new Error('not connected: ' + pc.connectionState)),
+      timeoutMs);
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') { clearTimeout(timer); resolve(); }
+      if (pc.connectionState === 'failed') { clearTimeout(timer); reject(new Error('failed')); }
+    });
+  });
+}
+
+async function selectedPair(pc) {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+  });
+  if (pair === null) return null;
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  return {
+    local: local.address + ':' + local.port,
+    remote: remote.address + ':' + remote.port,
+    protocol: local.protocol,
+  };
+}
+
+function startDetector() {
+  state.clone = state.track.clone();
+  state.audioContext = new AudioContext();
+  const source = state.audioContext.createMediaStreamSource(new MediaStream([state.clone]));
+  const analyser = state.audioContext.createAnalyser();
+  analyser.fftSize = 2048;
+  source.connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  let quietSince = 0;
+  state.detectorTimer = setInterval(() => {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+    const rms = Math.sqrt(sum / buf.length);
+    const now = Date.now();
+    if (state.muted && rms > 0.01) {
+      quietSince = 0;
+      if (!state.heard) { state.heard = true; note('detector_speech', { rms: rms }); }
+    } else if (state.heard) {
+      if (quietSince === 0) quietSince = now;
+      if (now - quietSince > 1000 || !state.muted) {
+        state.heard = false;
+        note('detector_quiet', { rms: rms });
+      }
+    }
+  }, 100);
+}
+
+async function join(options) {
+  state.mode = options.mode;
+  state.detector = Boolean(options.detector);
+  state.dtx = Boolean(options.dtx);
+  state.stream = await getMic();
+  state.track = state.stream.getAudioTracks()[0];
+  const config = { iceServers: [] };
+  state.pc1 = new RTCPeerConnection(config);
+  state.pc2 = new RTCPeerConnection(config);
+  state.pc1.onicecandidate = (e) => { if (e.candidate) state.pc2.addIceCandidate(e.candidate); };
+  state.pc2.onicecandidate = (e) => { if (e.candidate) state.pc1.addIceCandidate(e.candidate); };
+  state.pc2.ontrack = (e) => {
+    const el = document.getElementById('remote');
+    el.srcObject = e.streams[0] || new MediaStream([e.track]);
+    el.play().catch(() => {});
+  };
+  state.sender = state.pc1.addTrack(state.track, state.stream);
+  await negotiate(state.pc1, state.pc2);
+  await connected(state.pc1, 10000);
+  if (state.detector) startDetector();
+  const pair = await selectedPair(state.pc1);
+  // RFC 6464 audio level header extension id, as negotiated (the level is sent in clear).
+  const ext = /a=extmap:(\d+) urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(
+    state.pc1.localDescription.sdp);
+  note('joined', { label: state.track.label });
+  return {
+    media: pair, track_label: state.track.label, audio_level_ext_id: ext ? Number(ext[1]) : null,
+  };
+}
+
+async function setMuted(muted) {
+  if (muted === state.muted) return { muted: muted, changed: false };
+  if (state.mode === 'soft') {
+    state.track.enabled = !muted;
+  } else if (state.mode === 'replace') {
+    await state.sender.replaceTrack(muted ? null : state.track);
+  } else if (state.mode === 'stop') {
+    if (muted) {
+      await state.sender.replaceTrack(null);
+      state.track.stop();
+    } else {
+      state.stream = await getMic();
+      state.track = state.stream.getAudioTracks()[0];
+      await state.sender.replaceTrack(state.track);
+    }
+  } else {
+    throw new Error('unknown mute mode ' + state.mode);
+  }
+  state.muted = muted;
+  return { muted: muted, changed: true, track_state: state.track.readyState };
+}
+
+async function leave() {
+  if (state.detectorTimer !== null) clearInterval(state.detectorTimer);
+  for (const t of [state.track, state.clone]) if (t) t.stop();
+  if (state.audioContext) await state.audioContext.close();
+  for (const pc of [state.pc1, state.pc2]) if (pc) pc.close();
+  note('left');
+  return {};
+}
+
+Object.assign(window, { prepare, join, setMuted, leave, drainLog });
+window.prepared = prepare();

@@ -1,0 +1,448 @@
+"""The session instrument against known truth.
+
+The control client's mute policy is ours, so what each witness must see is known in advance:
+the real session runner (namespace, PulseAudio, paced writer, capture, Frida tracer) runs it
+and the assertions read only the published raw evidence. Then failures: a process killed
+mid-session must give a non-zero exit, a manifest.failed.json naming the failed step and
+component, no evidence files, no surviving process and no namespace.
+
+Unit tests (no marker) cover the pieces that need no root; the rest are ``testbed``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reallymuted import netns
+from reallymuted.drivers.control import Policy
+from reallymuted.io import read_jsonl
+from reallymuted.session import (
+    EVIDENCE,
+    FAILED,
+    MANIFEST,
+    SessionSpec,
+    matrix,
+    phases,
+    run_session,
+    session_dir,
+    summarise,
+)
+from reallymuted.stimuli import make_stimulus, sha256
+
+OS_API = "os:pipe-source"
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5 s continuous tone: every 20 ms tick carries signal, so levels are easy to check."""
+    path = tmp_path_factory.mktemp("stimuli") / "tone.wav"
+    make_stimulus({"kind": "tone", "seconds": 5, "freq_hz": 440, "level": 0.5}, path)
+    return path
+
+
+def control_spec(tone: Path, policy: str, phases_: list[tuple[str, float]], **opts) -> SessionSpec:
+    return SessionSpec(
+        app=f"control-{policy}",
+        driver="control",
+        mode="ctrl",
+        stimulus="tone",
+        stimulus_path=str(tone),
+        rep=1,
+        schedule=[{"state": s, "seconds": d} for s, d in phases_],
+        options={"policy": policy, **opts},
+        lead_s=0.5,
+        tail_s=0.3,
+    )
+
+
+def evidence(out: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """manifest, events, OS-witness lines, app-witness lines of a published session."""
+    manifest = json.loads((out / MANIFEST).read_text())
+    events = read_jsonl(out / "events.jsonl")
+    reads = read_jsonl(out / "mic_trace.jsonl")
+    os_rows = [r for r in reads if r["api"] == OS_API]
+    app_rows = [r for r in reads if r["api"] != OS_API]
+    return manifest, events, os_rows, app_rows
+
+
+def event_times(events: list[dict], name: str) -> list[float]:
+    return [e["t"] for e in events if e["event"] == name]
+
+
+def os_read_times(os_rows: list[dict], lo: float, hi: float) -> list[float]:
+    """Ticks in [lo, hi) whose bytes PulseAudio accepted (= read)."""
+    return [r["t"] for r in os_rows if lo <= r["t"] < hi and r["bytes"] > 0]
+
+
+def app_read_times(app_rows: list[dict], lo: float, hi: float) -> list[float]:
+    return [r["t"] for r in app_rows if lo <= r["t"] < hi]
+
+
+def os_fraction(os_rows: list[dict], lo: float, hi: float) -> float:
+    """Bytes read / bytes offered in [lo, hi)."""
+    rows = [r for r in os_rows if lo <= r["t"] < hi]
+    offered = sum(r["bytes"] + r["dropped"] for r in rows)
+    return sum(r["bytes"] for r in rows) / offered
+
+
+def bursts(times: list[float], gap: float = 0.4) -> list[tuple[float, float]]:
+    """(start, end) of runs of times with no gap longer than ``gap``."""
+    out: list[tuple[float, float]] = []
+    for t in times:
+        if out and t - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], t)
+        else:
+            out.append((t, t))
+    return out
+
+
+def assert_contract(out: Path, manifest: dict, events: list[dict], tone: Path) -> None:
+    """The raw-evidence contract: exactly five files, a complete manifest, one clock."""
+    assert sorted(p.name for p in out.iterdir()) == sorted([*EVIDENCE, MANIFEST])
+    assert manifest["status"] == "ok" and manifest["exit_status"] == 0
+    assert manifest["source"] == "testbed"
+    assert manifest["stimulus"]["sha256"] == sha256(tone)
+    assert set(manifest["versions"]) >= {"app", "os", "tshark", "frida", "python"}
+    assert all(manifest["witness_files"].values())
+    assert manifest["start"]["epoch"] == manifest["start_epoch"]
+    assert manifest["end"]["t"] > 0 and manifest["cleanup"]["netns_removed"]
+    times = [e["t"] for e in events]
+    assert times == sorted(times), "events.jsonl is on one clock, in order"
+    order = [e["event"] for e in events if e["event"] in ("join", "mute", "unmute", "leave")]
+    assert order[0] == "join" and order[-1] == "leave"
+    for row in read_jsonl(out / "mic_trace.jsonl"):
+        assert {"t", "api", "pid", "tid", "peak", "rms"} <= set(row)
+        assert "frames" in row or "bytes" in row
+
+
+# --- unit tests (no root) --------------------------------------------------------------
+
+
+def test_policy_says_when_the_control_client_reads() -> None:
+    periodic = Policy("periodic", read_s=1.0, every_s=3.0)
+    assert not periodic.wants_mic(0.0), "nothing before join"
+    periodic.joined = True
+    assert periodic.wants_mic(0.0)
+    periodic.muted_at = 10.0
+    wants = [periodic.wants_mic(10.0 + k / 10) for k in range(0, 70)]
+    # bursts of 1 s starting 3 s and 6 s after the mute, nothing else
+    assert [i for i, w in enumerate(wants) if w] == [*range(30, 40), *range(60, 70)]
+    stops = Policy("stops", 1.0, 3.0)
+    stops.joined, stops.muted_at = True, 0.0
+    assert not stops.wants_mic(5.0)
+    with pytest.raises(ValueError, match="read_s < every_s"):
+        Policy("periodic", read_s=3.0, every_s=3.0)
+
+
+def test_matrix_and_paths_follow_the_config() -> None:
+    sessions = {
+        "repetitions": 2,
+        "stimuli": {"speech": {}, "tone": {}},
+        "apps": {
+            "chromium": {"driver": "chromium", "modes": ["soft", "stop-detector"]},
+            "control-stops": {"driver": "control", "modes": ["ctrl"], "policy": "stops"},
+        },
+    }
+    runs = matrix(sessions)
+    assert len(runs) == (2 + 1) * 2 * 2
+    assert ("chromium", "stop-detector", "tone", 2) in runs
+    assert session_dir("chromium", "stop-detector", "tone", 2) == (
+        "results/raw/chromium/stop-detector-tone/rep2"
+    )
+    sessions["apps"]["chromium"]["modes"] = ["mute-harder"]
+    with pytest.raises(ValueError, match=r"sessions\.apps\.chromium: .*mute-harder"):
+        matrix(sessions)
+
+
+def test_phases_cut_the_timeline_at_each_action() -> None:
+    events = [
+        {"t": 1.0, "event": "join"},
+        {"t": 4.0, "event": "mute"},
+        {"t": 9.0, "event": "unmute"},
+        {"t": 12.0, "event": "leave"},
+        {"t": 13.0, "event": "session_end"},
+    ]
+    assert [(p["state"], p["start"], p["end"]) for p in phases(events)] == [
+        ("before_join", 0.0, 1.0),
+        ("unmuted", 1.0, 4.0),
+        ("muted", 4.0, 9.0),
+        ("unmuted", 9.0, 12.0),
+        ("after_leave", 12.0, 13.0),
+    ]
+
+
+def test_stimuli_are_reproducible_48k_mono(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    spec = {"kind": "speech", "seconds": 4, "seed": 3, "level": 0.5}
+    first = make_stimulus(spec, tmp_path / "a.wav")
+    assert make_stimulus(spec, tmp_path / "b.wav") == first
+    assert make_stimulus({**spec, "seed": 4}, tmp_path / "c.wav") != first
+    info = sf.info(str(tmp_path / "a.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (48000, 1, 4 * 48000)
+
+
+def test_a_bad_schedule_is_refused_before_anything_starts(tone: Path) -> None:
+    spec = control_spec(tone, "stops", [("unmuted", 1), ("deaf", 1)])
+    with pytest.raises(ValueError, match="bad schedule phase"):
+        spec.validate()
+
+
+# --- recorded samples (tests/data/sessions, see its README) -----------------------------
+
+SAMPLES = Path(__file__).resolve().parent / "data/sessions"
+
+
+def sample_dirs() -> list[Path]:
+    return sorted(SAMPLES.glob("*/*/rep*"))
+
+
+@pytest.mark.parametrize("out", sample_dirs(), ids=lambda p: str(p.relative_to(SAMPLES)))
+def test_recorded_samples_hold_the_contract(out: Path) -> None:
+    manifest, events, os_rows, app_rows = evidence(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*EVIDENCE, MANIFEST])
+    app, condition, rep = out.relative_to(SAMPLES).parts
+    assert (manifest["app"], manifest["condition"], f"rep{manifest['rep']}") == (
+        app,
+        condition,
+        rep,
+    )
+    assert manifest["source"] == "testbed" and manifest["status"] == "ok"
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)
+    assert [e["event"] for e in events if e["event"] in ("join", "mute", "unmute", "leave")] == [
+        "join",
+        "mute",
+        "unmute",
+        "leave",
+    ]
+    ticks = [r["tick"] for r in os_rows]
+    assert ticks == list(range(len(ticks))), "one OS-witness line per writer tick"
+    assert app_rows and all(r["pid"] in manifest["counts"]["traced_pids"] for r in app_rows)
+
+
+def test_samples_show_what_each_client_does_while_muted() -> None:
+    summaries = {p.parts[-3]: summarise(p, margin_s=0.3) for p in sample_dirs()}
+    muted = {
+        app: next(p for p in s["phases"] if p["state"] == "muted") for app, s in summaries.items()
+    }
+    assert muted["control-stops"]["os_read_fraction"] == 0.0
+    assert muted["control-stops"]["app_reads"] == 0
+    for app in ("baresip-pcmu", "chromium"):
+        assert muted[app]["os_read_fraction"] > 0.9
+        assert muted[app]["app_reads_per_s"] > 40
+        assert 40 <= muted[app]["rtp_pkts_per_s"] <= 60
+
+
+def test_samples_feed_the_extraction_stage(tmp_path: Path) -> None:
+    """The extract stage reads the raw evidence as published (manifest keys, api values)."""
+    import pandas as pd
+
+    from reallymuted import extract
+
+    out = SAMPLES / "chromium/soft-tone/rep1"
+    extract.extract_session(out, tmp_path / "packets.parquet", tmp_path / "reads.parquet")
+    packets = pd.read_parquet(tmp_path / "packets.parquet")
+    sent = packets[(packets.direction == "sent") & (packets.protocol == "rtp")]
+    levels = sent.groupby("state").audio_level_dbov.median()
+    assert levels["muted"] == -127 and levels["unmuted"] > -40  # RFC 6464, in clear
+    reads = pd.read_parquet(tmp_path / "reads.parquet")
+    assert set(reads.witness) == {"os", "app"}
+
+
+# --- the control client through the real session runner --------------------------------
+
+
+@pytest.mark.testbed
+def test_continuous_policy_reads_throughout(tone: Path, tmp_path: Path) -> None:
+    out = tmp_path / "continuous"
+    manifest = run_session(
+        control_spec(tone, "continuous", [("unmuted", 2), ("muted", 3), ("unmuted", 2)]), out
+    )
+    assert manifest["status"] == "ok", manifest["failure"]
+    manifest, events, os_rows, app_rows = evidence(out)
+    assert_contract(out, manifest, events, tone)
+    (join,), (mute,), (unmute,), (leave,) = (
+        event_times(events, n) for n in ("join", "mute", "unmute", "leave")
+    )
+    for lo, hi in ((join + 0.3, mute), (mute, unmute), (unmute + 0.3, leave)):
+        assert os_fraction(os_rows, lo, hi) > 0.9
+        rate = len(app_read_times(app_rows, lo, hi)) / (hi - lo)
+        assert 45 <= rate <= 55, "one 20 ms pa_simple_read after another"
+    assert {r["api"] for r in app_rows} == {"pulse:pa_simple_read"}
+    assert {r["pid"] for r in app_rows} == set(manifest["tracer"]["roots"])
+    # The app received the tone itself (peak 0.5 of full scale), while muted too.
+    muted_peaks = [r["peak"] for r in app_rows if mute < r["t"] < unmute]
+    assert min(muted_peaks) > 0.45
+    # Same clock: the first read after join shows up at both witnesses within 0.3 s.
+    first_app = min(app_read_times(app_rows, join, leave))
+    first_os = min(os_read_times(os_rows, join, leave))
+    assert abs(first_app - first_os) < 0.3
+    # Nothing read before join nor after leave (beyond the 4 KiB the FIFO itself buffers).
+    assert not app_read_times(app_rows, 0, join)
+    assert not app_read_times(app_rows, leave + 0.05, 1e9)
+    assert len(os_read_times(os_rows, 0, join)) <= 2
+    assert not os_read_times(os_rows, leave + 0.3, 1e9)
+
+
+@pytest.mark.testbed
+def test_stops_policy_no_reads_at_either_witness_while_muted(tone: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stops"
+    manifest = run_session(
+        control_spec(tone, "stops", [("unmuted", 2), ("muted", 4), ("unmuted", 2)]), out
+    )
+    assert manifest["status"] == "ok", manifest["failure"]
+    manifest, events, os_rows, app_rows = evidence(out)
+    assert_contract(out, manifest, events, tone)
+    (join,), (mute,), (unmute,), (leave,) = (
+        event_times(events, n) for n in ("join", "mute", "unmute", "leave")
+    )
+    assert os_fraction(os_rows, join + 0.3, mute) > 0.9
+    assert len(app_read_times(app_rows, join, mute)) > 80
+    # The stream is closed at mute: PulseAudio stops draining the FIFO within a few ticks.
+    assert not app_read_times(app_rows, mute + 0.05, unmute)
+    assert not os_read_times(os_rows, mute + 0.3, unmute)
+    assert os_fraction(os_rows, mute + 0.3, unmute) == 0.0
+    # ... and both witnesses see the reads resume at unmute.
+    assert app_read_times(app_rows, unmute, unmute + 0.3)
+    assert os_fraction(os_rows, unmute + 0.3, leave) > 0.9
+
+
+@pytest.mark.testbed
+def test_periodic_policy_reads_in_bursts_with_the_configured_period(
+    tone: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "periodic"
+    spec = control_spec(
+        tone, "periodic", [("unmuted", 2), ("muted", 10), ("unmuted", 1.5)], read_s=1, every_s=3
+    )
+    manifest = run_session(spec, out)
+    assert manifest["status"] == "ok", manifest["failure"]
+    manifest, events, os_rows, app_rows = evidence(out)
+    assert_contract(out, manifest, events, tone)
+    (mute,), (unmute,) = event_times(events, "mute"), event_times(events, "unmute")
+    app_bursts = bursts(app_read_times(app_rows, mute + 0.05, unmute))
+    # Bursts at mute + 3, + 6, + 9 s, each about read_s = 1 s long, nothing in between.
+    assert len(app_bursts) == 3
+    for k, (start, end) in enumerate(app_bursts, 1):
+        assert start - mute == pytest.approx(3 * k, abs=0.15)
+        assert end - start == pytest.approx(1.0, abs=0.15)
+    # The OS witness sees the same bursts: PulseAudio drains the FIFO only while the stream runs.
+    os_bursts = bursts(os_read_times(os_rows, mute + 0.3, unmute))
+    starts = [s for s, _ in os_bursts]
+    assert len(starts) == 3
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([3.0, 3.0], abs=0.15)
+    assert starts[0] - app_bursts[0][0] == pytest.approx(0.0, abs=0.15)
+    for start, end in os_bursts:
+        assert end - start == pytest.approx(1.0, abs=0.2)
+
+
+# --- failures --------------------------------------------------------------------------
+
+
+def _start_cli(tone: Path, out: Path, phases_: list[str]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "reallymuted.session", "run", "--app", "control-continuous"]
+    argv += ["--driver", "control", "--mode", "ctrl", "--stimulus", str(tone), "--out", str(out)]
+    argv += ["--option", "policy=continuous", "--lead", "0.3", "--tail", "0.3"]
+    argv += ["--log", str(out.parent / "session.log")]
+    for phase in phases_:
+        argv += ["--phase", phase]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE)
+
+
+def _wait_for_step(out: Path, step: str, timeout: float = 30.0) -> list[dict]:
+    """Wait until the running session reaches ``step``; return its process registry."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = json.loads((out / ".session/status.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            status = {}
+        if status.get("step") == step:
+            return read_jsonl(out / ".session/pids.jsonl")
+        time.sleep(0.05)
+    raise AssertionError(f"session never reached step {step!r}")
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("victim", ["client", "capture", "tracer"])
+def test_a_process_killed_mid_session_fails_it_cleanly(
+    victim: str, tone: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    cli = _start_cli(tone, out, ["unmuted:2", "muted:3", "unmuted:2"])
+    registry = _wait_for_step(out, "schedule")
+    time.sleep(0.5)
+    namespaces = [n for n in netns.names() if n.startswith(f"{netns.PREFIX}{cli.pid}-")]
+    assert len(namespaces) == 1
+    in_namespace = netns.pids(namespaces[0])
+    started = [(e["pid"], e["starttime"]) for e in read_jsonl(out / ".session/pids.jsonl")]
+    target = next(e["pid"] for e in registry if e["role"] == victim)
+    os.kill(target, signal.SIGKILL)
+
+    stdout, _ = cli.communicate(timeout=60)
+    assert cli.returncode != 0
+    failed = json.loads((out / FAILED).read_text())
+    assert failed["status"] == "failed" and failed["exit_status"] != 0
+    assert failed["failure"]["step"] == "schedule"
+    assert failed["failure"]["component"] == victim
+    assert f"pid {target}" in failed["failure"]["error"]
+    assert json.loads(stdout)["failure"]["component"] == victim
+    # No half-written evidence, no working directory, nothing left running, no namespace.
+    assert sorted(p.name for p in out.iterdir()) == [FAILED]
+    assert not [pid for pid, start in started if netns.alive(pid, start)]
+    assert not [pid for pid in in_namespace if netns.alive(pid)]
+    assert namespaces[0] not in netns.names()
+    assert failed["cleanup"]["netns_removed"]
+    assert "session FAILED" in (tmp_path / "session.log").read_text()
+
+
+def test_not_root_is_a_clear_failure(tone: Path, tmp_path: Path, monkeypatch) -> None:
+    """Without root the supervisor stops at preflight, says why, and starts nothing."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    out = tmp_path / "out"
+    manifest = run_session(control_spec(tone, "stops", [("unmuted", 1)]), out)
+    assert manifest["failure"]["step"] == "preflight"
+    assert "need root" in manifest["failure"]["error"]
+    assert sorted(p.name for p in out.iterdir()) == [FAILED]
+
+
+# --- the Snakemake rule -----------------------------------------------------------------
+
+
+@pytest.mark.testbed
+@pytest.mark.workflow
+def test_snakemake_builds_a_session_and_a_rerun_does_nothing(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    config = yaml.safe_load((repo_root / "config.yaml").read_text())
+    config["sessions"]["schedule"] = [
+        {"state": "unmuted", "seconds": 1},
+        {"state": "muted", "seconds": 1},
+    ]
+    config["sessions"]["stimuli"] = {"tone": {"kind": "tone", "seconds": 2}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/raw/control-stops/ctrl-tone/rep1/manifest.json"
+    base = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile")]
+    base += ["-d", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-c2"]
+    run = subprocess.run([*base, target], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((tmp_path / target).read_text())
+    assert manifest["app"] == "control-stops" and manifest["status"] == "ok"
+    assert (tmp_path / "logs/sessions/control-stops/ctrl-tone/rep1.log").is_file()
+    again = subprocess.run([*base, "-n", target], capture_output=True, text=True, check=False)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr

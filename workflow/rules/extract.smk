@@ -1,0 +1,22 @@
+# Raw session evidence -> tidy tables: packets.parquet (one tshark -T fields pass) and
+# mic_reads.parquet (both microphone witnesses), per session.
+
+SESSION_TABLES = "results/sessions/{app}/{mode}-{stimulus}/rep{rep}"
+
+
+rule extract_session:
+    input:
+        manifest=f"{SESSION_DIR}/manifest.json",
+        events=f"{SESSION_DIR}/events.jsonl",
+        traffic=f"{SESSION_DIR}/traffic.pcapng",
+        mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
+        code=package_code("extract"),
+    output:
+        packets=f"{SESSION_TABLES}/packets.parquet",
+        reads=f"{SESSION_TABLES}/mic_reads.parquet",
+    log:
+        "logs/extract/{app}/{mode}-{stimulus}/rep{rep}.log",
+    conda:
+        TESTBED_ENV
+    script:
+        "../../scripts/extract_session.py"

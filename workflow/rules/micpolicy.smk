@@ -1,0 +1,68 @@
+# Per session: microphone use and traffic per mute state, the policy label at both witnesses,
+# and a timeline figure; then the study's tables across sessions.
+
+
+rule session_analysis:
+    input:
+        manifest=f"{SESSION_DIR}/manifest.json",
+        events=f"{SESSION_DIR}/events.jsonl",
+        packets=f"{SESSION_TABLES}/packets.parquet",
+        reads=f"{SESSION_TABLES}/mic_reads.parquet",
+        code=package_code("micpolicy", "traffic"),
+    output:
+        states=f"{SESSION_TABLES}/states.csv",
+        policy=f"{SESSION_TABLES}/policy.json",
+    log:
+        "logs/micpolicy/{app}/{mode}-{stimulus}/rep{rep}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/session_analysis.py"
+
+
+rule session_timeline:
+    input:
+        manifest=f"{SESSION_DIR}/manifest.json",
+        events=f"{SESSION_DIR}/events.jsonl",
+        packets=f"{SESSION_TABLES}/packets.parquet",
+        reads=f"{SESSION_TABLES}/mic_reads.parquet",
+        code=package_code("figures.__init__", "figures.sessions"),
+    output:
+        png=report(
+            "results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.png",
+            caption="../report/session_timeline.rst",
+            category="Testbed sessions",
+            subcategory="{app}",
+        ),
+        pdf="results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.pdf",
+    log:
+        "logs/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/session_timeline.py"
+
+
+rule session_tables:
+    input:
+        states=lambda wildcards: session_files("states.csv"),
+        policies=lambda wildcards: session_files("policy.json"),
+        code=package_code("micpolicy"),
+    output:
+        states=report(
+            "results/tables/session_states.csv",
+            caption="../report/session_states.rst",
+            category="Testbed sessions",
+        ),
+        policy=report(
+            "results/tables/mic_policy.csv",
+            caption="../report/mic_policy.rst",
+            category="Testbed sessions",
+        ),
+        values="results/values/testbed.json",
+    log:
+        "logs/micpolicy/tables.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/session_tables.py"

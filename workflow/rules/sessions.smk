@@ -1,0 +1,65 @@
+# Testbed sessions: one real client through the mute schedule, recorded three ways (packets,
+# OS-level and app-level microphone reads). Raw evidence in results/raw/{app}/{mode}-{stimulus}/
+# rep{rep}/; the contract is in reallymuted.session's docstring.
+#
+# At most one session runs at a time: each job takes one `testbed_session`, whose global
+# limit is 1 unless given on the command line (--resources testbed_session=N). A session's
+# real-time microphone writer, capture and browser share the machine's cores; two sessions at
+# once would measure each other's load. A failed session exits non-zero and leaves
+# manifest.failed.json (an undeclared file: Snakemake deletes a failed job's outputs).
+from reallymuted.session import instrument_code, matrix, name_pattern, rule_params
+
+if "testbed_session" not in workflow.global_resources:
+    workflow.register_resource("testbed_session", 1)
+
+SESSIONS = config["sessions"]
+# Fails here, before any job, if an app asks its driver for a mode it does not know.
+SESSION_MATRIX = matrix(SESSIONS)
+SESSION_DIR = "results/raw/{app}/{mode}-{stimulus}/rep{rep}"
+
+
+rule session_stimulus:
+    input:
+        code=package_code("stimuli"),
+    output:
+        "results/stimuli/{stimulus}.wav",
+    log:
+        "logs/stimuli/{stimulus}.log",
+    wildcard_constraints:
+        stimulus=name_pattern(SESSIONS["stimuli"]),
+    conda:
+        TESTBED_ENV
+    params:
+        spec=lambda wildcards: SESSIONS["stimuli"][wildcards.stimulus],
+    script:
+        "../../scripts/session_stimulus.py"
+
+
+rule session:
+    input:
+        stimulus="results/stimuli/{stimulus}.wav",
+        code=lambda wildcards: instrument_code(
+            SESSIONS["apps"][wildcards.app]["driver"]
+        ),
+    output:
+        manifest=f"{SESSION_DIR}/manifest.json",
+        events=f"{SESSION_DIR}/events.jsonl",
+        traffic=f"{SESSION_DIR}/traffic.pcapng",
+        mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
+        client_log=f"{SESSION_DIR}/client.log",
+    log:
+        "logs/sessions/{app}/{mode}-{stimulus}/rep{rep}.log",
+    wildcard_constraints:
+        app=name_pattern(SESSIONS["apps"]),
+        mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
+        stimulus=name_pattern(SESSIONS["stimuli"]),
+        rep=r"\d+",
+    conda:
+        TESTBED_ENV
+    threads: 2
+    resources:
+        testbed_session=1,
+    params:
+        sessions=lambda wildcards: rule_params(SESSIONS, wildcards.app),
+    script:
+        "../../scripts/session_run.py"
