@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted import netns
+from reallymuted import extract, netns
 from reallymuted.drivers.control import Policy
 from reallymuted.io import read_jsonl
+from reallymuted.micpolicy import PolicyLabel, PolicyParams, label_policy
 from reallymuted.session import (
     EVIDENCE,
     FAILED,
@@ -88,6 +90,13 @@ def os_read_times(os_rows: list[dict], lo: float, hi: float) -> list[float]:
 
 def app_read_times(app_rows: list[dict], lo: float, hi: float) -> list[float]:
     return [r["t"] for r in app_rows if lo <= r["t"] < hi]
+
+
+def classified(out: Path) -> dict[str, PolicyLabel]:
+    """The study's own policy label of a session, from each witness (as the workflow does)."""
+    reads = extract.read_mic_trace(out / "mic_trace.jsonl")
+    segments = extract.mute_segments(read_jsonl(out / "events.jsonl"))
+    return {w: label_policy(reads, segments, w, PolicyParams()) for w in ("os", "app")}
 
 
 def os_fraction(os_rows: list[dict], lo: float, hi: float) -> float:
@@ -273,6 +282,7 @@ def test_continuous_policy_reads_throughout(tone: Path, tmp_path: Path) -> None:
     assert manifest["status"] == "ok", manifest["failure"]
     manifest, events, os_rows, app_rows = evidence(out)
     assert_contract(out, manifest, events, tone)
+    assert [label.policy for label in classified(out).values()] == ["continuous", "continuous"]
     (join,), (mute,), (unmute,), (leave,) = (
         event_times(events, n) for n in ("join", "mute", "unmute", "leave")
     )
@@ -305,6 +315,7 @@ def test_stops_policy_no_reads_at_either_witness_while_muted(tone: Path, tmp_pat
     assert manifest["status"] == "ok", manifest["failure"]
     manifest, events, os_rows, app_rows = evidence(out)
     assert_contract(out, manifest, events, tone)
+    assert [label.policy for label in classified(out).values()] == ["stops", "stops"]
     (join,), (mute,), (unmute,), (leave,) = (
         event_times(events, n) for n in ("join", "mute", "unmute", "leave")
     )
@@ -346,6 +357,10 @@ def test_periodic_policy_reads_in_bursts_with_the_configured_period(
     assert starts[0] - app_bursts[0][0] == pytest.approx(0.0, abs=0.15)
     for start, end in os_bursts:
         assert end - start == pytest.approx(1.0, abs=0.2)
+    # The study's classifier calls it periodic at both witnesses, period within 10 %.
+    for witness, label in classified(out).items():
+        assert label.policy == "periodic", (witness, label)
+        assert label.period_s == pytest.approx(3.0, rel=0.1), witness
 
 
 # --- failures --------------------------------------------------------------------------
@@ -446,3 +461,79 @@ def test_snakemake_builds_a_session_and_a_rerun_does_nothing(
     again = subprocess.run([*base, "-n", target], capture_output=True, text=True, check=False)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.testbed
+@pytest.mark.workflow
+def test_a_killed_session_fails_alone_and_a_rerun_redoes_only_it(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    """With --keep-going the other sessions finish; the rerun plans only the failed one."""
+    import yaml
+
+    config = yaml.safe_load((repo_root / "config.yaml").read_text())
+    config["stages"] = {"reference": False, "sessions": True}
+    config["sessions"]["schedule"] = [
+        {"state": "unmuted", "seconds": 3},
+        {"state": "muted", "seconds": 3},
+        {"state": "unmuted", "seconds": 1},
+    ]
+    config["sessions"]["stimuli"] = {"tone": {"kind": "tone", "seconds": 2}}
+    config["sessions"]["apps"] = {
+        "control-continuous": {"driver": "control", "modes": ["ctrl"], "policy": "continuous"},
+        "control-stops": {"driver": "control", "modes": ["ctrl"], "policy": "stops"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    base = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile")]
+    base += ["-d", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-c2"]
+    run = subprocess.Popen(
+        [*base, "--keep-going"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+    # Kill the client of whichever session reaches its schedule first.
+    outs = {
+        app: tmp_path / f"results/raw/{app}/ctrl-tone/rep1" for app in config["sessions"]["apps"]
+    }
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        for app, out in outs.items():
+            try:
+                status = json.loads((out / ".session/status.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if status.get("step") == "schedule":
+                client = next(
+                    e["pid"]
+                    for e in read_jsonl(out / ".session/pids.jsonl")
+                    if e["role"] == "client"
+                )
+                time.sleep(0.5)
+                os.kill(client, signal.SIGKILL)
+                victim = app
+                break
+        time.sleep(0.05)
+    assert victim is not None, "no session reached its schedule"
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode != 0, output.decode()[-2000:]
+
+    survivor = next(app for app in outs if app != victim)
+    failed = json.loads((outs[victim] / FAILED).read_text())
+    assert failed["failure"]["component"] == "client"
+    assert not (outs[victim] / MANIFEST).exists()
+    assert json.loads((outs[survivor] / MANIFEST).read_text())["status"] == "ok"
+    # the survivor's analysis went on; the tables that need every session did not
+    assert (tmp_path / f"results/sessions/{survivor}/ctrl-tone/rep1/policy.json").is_file()
+    assert not (tmp_path / "results/tables/mic_policy.csv").exists()
+    assert not [n for n in netns.names() if n.startswith(netns.PREFIX)]
+    log = (tmp_path / f"logs/sessions/{victim}/ctrl-tone/rep1.log").read_text()
+    assert "session FAILED" in log
+
+    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, check=False)
+    plan = dry.stdout + dry.stderr
+    assert f"results/raw/{victim}/ctrl-tone/rep1/manifest.json" in plan
+    session_jobs = re.search(r"^session\s+(\d+)\s*$", plan, re.M)
+    assert session_jobs and session_jobs.group(1) == "1", plan[-2000:]  # only the failed one
+    again = subprocess.run(base, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "results/tables/mic_policy.csv").is_file()
