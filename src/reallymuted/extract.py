@@ -7,7 +7,6 @@ packets, in :mod:`reallymuted.telemetry`).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import subprocess
@@ -112,24 +111,81 @@ def run_tshark(pcap: str | Path, decode_as: list[str] | None = None) -> bytes:
     return run.stdout
 
 
+NUMERIC_FIELDS = {
+    "time",
+    "frame_len",
+    "udp_src",
+    "udp_dst",
+    "udp_len",
+    "tcp_src",
+    "tcp_dst",
+    "tcp_len",
+    "rtp_pt",
+    "rtp_seq",
+}
+
+
+def parse_fields(raw: bytes) -> pd.DataFrame:
+    """tshark's tab-separated fields as columns, numbers parsed while reading (pyarrow)."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    def read(numeric: bool) -> pd.DataFrame:
+        types = {
+            c: pa.float64() if numeric and c in NUMERIC_FIELDS else pa.string()
+            for c in TSHARK_FIELDS
+        }
+        return csv.read_csv(
+            pa.BufferReader(raw),
+            read_options=csv.ReadOptions(column_names=list(TSHARK_FIELDS)),
+            parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=csv.ConvertOptions(
+                column_types=types, null_values=[""], strings_can_be_null=True
+            ),
+        ).to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
+
+    try:
+        return read(numeric=True)
+    except pa.ArrowInvalid:
+        # a numeric field seen twice in one packet ("1;2", e.g. an ICMP error quoting a UDP
+        # header): read everything as text and keep each field's first occurrence
+        table = read(numeric=False)
+        for column in NUMERIC_FIELDS:
+            table[column] = pd.to_numeric(table[column].str.split(";").str[0], errors="coerce")
+        return table
+
+
 def _first_protocol(protocols: pd.Series) -> pd.Series:
-    names = protocols.fillna("").str.split(":")
-    return names.map(lambda ps: next((p for p in PROTOCOL_ORDER if p in ps), ps[-1] if ps else ""))
+    """The most specific protocol of each packet's ``frame.protocols`` chain."""
+
+    def first(chain: str) -> str:
+        names = chain.split(":")
+        return next((p for p in PROTOCOL_ORDER if p in names), names[-1])
+
+    # few distinct chains in a capture: decide each once
+    return protocols.fillna("").map({c: first(c) for c in protocols.dropna().unique()}).fillna("")
+
+
+HEX_BYTE = {f"{b:02x}": b for b in range(256)}
 
 
 def _audio_levels(ext_ids: pd.Series, ext_data: pd.Series, level_ext_id: int) -> pd.DataFrame:
     """RFC 6464 client-to-mixer audio level: one byte, V flag in the top bit, level in -dBov."""
-    levels = np.full(len(ext_ids), np.nan)
-    voice = np.full(len(ext_ids), np.nan)
-    for i, (ids, data) in enumerate(zip(ext_ids.fillna(""), ext_data.fillna(""), strict=True)):
-        if not ids:
-            continue
-        for ext_id, value in zip(ids.split(";"), data.split(";"), strict=False):
-            if ext_id == str(level_ext_id) and value:
-                byte = int(value.replace(":", "")[:2], 16)
-                levels[i], voice[i] = byte & 0x7F, byte >> 7
-                break
-    return pd.DataFrame({"audio_level_dbov": -levels, "voice_activity": voice})
+    pairs = pd.DataFrame({"id": ext_ids.str.split(";"), "data": ext_data.str.split(";")}).dropna()
+    try:
+        pairs = pairs.explode(["id", "data"])
+    except ValueError:  # a packet whose extension ids and data do not pair up: skip its level
+        pairs = pairs[pairs["id"].str.len() == pairs["data"].str.len()].explode(["id", "data"])
+    hit = pairs[pairs["id"] == str(level_ext_id)]
+    hit = hit[~hit.index.duplicated()]
+    byte = hit["data"].str.replace(":", "", regex=False).str[:2].str.lower().map(HEX_BYTE)
+    byte = byte.dropna()
+    values = byte.to_numpy(dtype=np.int64)
+    levels = pd.Series(np.nan, index=ext_ids.index)
+    voice = pd.Series(np.nan, index=ext_ids.index)
+    levels.loc[byte.index] = -(values & 0x7F)
+    voice.loc[byte.index] = values >> 7
+    return pd.DataFrame({"audio_level_dbov": levels, "voice_activity": voice})
 
 
 def _g711_tables() -> dict[str, np.ndarray]:
@@ -152,11 +208,14 @@ G711 = _g711_tables()
 def _payload_rms(payload_hex: pd.Series, payload_type: pd.Series) -> np.ndarray:
     """RMS of the samples carried by plain G.711 packets (NaN for anything else)."""
     rms = np.full(len(payload_hex), np.nan)
-    for i, (hexes, pt) in enumerate(zip(payload_hex.fillna(""), payload_type, strict=True)):
-        codec = G711_PAYLOAD_TYPES.get(int(pt)) if pd.notna(pt) else None
-        if codec and hexes:
+    g711 = np.flatnonzero(payload_type.isin(list(G711_PAYLOAD_TYPES)).to_numpy(dtype=bool))
+    for i in g711:  # only plain G.711 packets carry samples we can read
+        hexes = payload_hex.iat[i]
+        if isinstance(hexes, str) and hexes:
             data = bytes.fromhex(hexes.split(";")[0].replace(":", ""))
-            samples = G711[codec][np.frombuffer(data, dtype=np.uint8)]
+            samples = G711[G711_PAYLOAD_TYPES[int(payload_type.iat[i])]][
+                np.frombuffer(data, dtype=np.uint8)
+            ]
             rms[i] = float(np.sqrt(np.mean(samples**2))) if len(samples) else np.nan
     return rms
 
@@ -177,19 +236,8 @@ def read_packets(
     raw = run_tshark(pcap, decode_as)
     if not raw.strip():
         return pd.DataFrame(columns=PACKET_COLUMNS)
-    table = pd.read_csv(
-        io.BytesIO(raw),
-        sep="\t",
-        header=None,
-        names=list(TSHARK_FIELDS),
-        dtype=str,
-        keep_default_na=False,
-        na_values=[""],
-        quoting=3,
-    )
-    number = {
-        c: pd.to_numeric(table[c], errors="coerce") for c in TSHARK_FIELDS if c != "protocols"
-    }
+    table = parse_fields(raw)
+    number = table
     sport = number["udp_src"].fillna(number["tcp_src"])
     dport = number["udp_dst"].fillna(number["tcp_dst"])
     payload_len = (number["udp_len"] - 8).fillna(number["tcp_len"])

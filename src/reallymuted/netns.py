@@ -180,6 +180,23 @@ def descendants(roots: Iterable[int], tree: Mapping[int, list[int]] | None = Non
     return seen
 
 
+def tree_cpu_s(roots: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by the roots and every process below them.
+
+    Children that already exited and were waited for are included through their parent's
+    cutime/cstime.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in descendants(roots):
+        try:
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        total += sum(int(x) for x in rest[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
 def group_members(pgid: int, not_before: int) -> list[int]:
     """Live processes of process group ``pgid`` started no earlier than ``not_before``."""
     members = []

@@ -136,6 +136,9 @@ class SessionSpec:
     pipe_bytes: int = 4096
     suspend_timeout_s: int = 1
     trace_poll_s: float = 0.05
+    # Only for measuring the tracer's own cost (make bench): without it the session has no
+    # app-level witness, and mic_trace.jsonl holds the OS witness alone.
+    trace_app: bool = True
 
     @property
     def condition(self) -> str:
@@ -489,6 +492,7 @@ class InnerRunner:
             extra = driver.join()
         join_t = self.events("join", t=t, took_s=round(self.now() - t, 3), **extra)
         self.result["join_t"] = join_t
+        cpu_at_join = netns.tree_cpu_s(self.result["client_roots"])
         self.enter("schedule")
         muted = False
         boundary = join_t
@@ -509,6 +513,10 @@ class InnerRunner:
         with self.blame("client"):
             extra = driver.leave()
         self.result["leave_t"] = self.events("leave", t=t, took_s=round(self.now() - t, 3), **extra)
+        # the client's CPU time between join and leave: what the tracer's cost is measured by
+        self.result["client_cpu_s"] = round(
+            netns.tree_cpu_s(self.result["client_roots"]) - cpu_at_join, 3
+        )
         self.enter("tail")
         self.wait_until(self.now() + spec.tail_s)
 
@@ -630,14 +638,19 @@ class InnerRunner:
             driver.start()
             roots = driver.trace_roots()
         self.events("client_start", pids=roots)
+        self.result["client_roots"] = roots
         # The tracer attaches while the client gets ready (page load, registration...), and
         # the client's tree is fully traced before it joins.
-        self.start_tracer(roots, driver.trace_skip)
+        if spec.trace_app:
+            self.start_tracer(roots, driver.trace_skip)
+        else:
+            self.events("tracer_disabled")
         self.enter("prepare")
         with self.blame("client"):
             driver.prepare()
         self.events("client_ready")
-        self.wait_traced(roots)
+        if spec.trace_app:
+            self.wait_traced(roots)
         self.play_schedule(driver)
         self.stop()
         self.collect(driver)
@@ -990,7 +1003,12 @@ def _manifest(
         "netns": netns_name,
         "endpoints": inner.get("endpoints", {}),
         "client": inner.get("client", {}),
-        "tracer": {"roots": inner.get("tracer_roots"), "ready": inner.get("tracer_ready")},
+        "tracer": {
+            "enabled": spec.trace_app,
+            "roots": inner.get("tracer_roots"),
+            "ready": inner.get("tracer_ready"),
+        },
+        "client_cpu_s": inner.get("client_cpu_s"),
         "counts": inner.get("counts", {}),
         "strays_stopped": inner.get("strays", []),
         "cleanup": dict(cleanup),
