@@ -55,7 +55,21 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON: NaN (no value) is written as null, which every JSON reader accepts."""
+    text = json.dumps(
+        _no_nan(data), indent=2, sort_keys=True, default=_json_default, allow_nan=False
+    )
+    write_text(path, text + "\n")
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -284,10 +284,9 @@ def testbed_values(policy: pd.DataFrame, states: pd.DataFrame) -> dict[str, obje
     muted = states[states.state == "muted"].groupby(["app", "mute_mode"])
     unmuted = states[states.state == "unmuted"].groupby(["app", "mute_mode"])
     for column in ("rtp_packets_per_s", "rtp_payload_mean", "audio_level_median_dbov"):
-        for (app, mode), value in muted[column].mean().items():
-            values[value_key("muted", column, app, mode)] = float(value)
-        for (app, mode), value in unmuted[column].mean().items():
-            values[value_key("unmuted", column, app, mode)] = float(value)
+        for state, groups in (("muted", muted), ("unmuted", unmuted)):
+            for (app, mode), value in groups[column].mean().dropna().items():
+                values[value_key(state, column, app, mode)] = float(value)
     return values
 
 
