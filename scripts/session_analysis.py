@@ -1,4 +1,4 @@
-"""Rule session_analysis: per-state statistics and policy labels of one session."""
+"""Rule session_analysis: per-state statistics, policy labels and flows of one session."""
 
 from pathlib import Path
 
@@ -10,6 +10,5 @@ micpolicy.write_session_analysis(
     Path(snakemake.input.manifest).parent,
     snakemake.input.packets,
     snakemake.input.reads,
-    snakemake.output.states,
-    snakemake.output.policy,
+    dict(snakemake.output.items()),
 )

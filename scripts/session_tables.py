@@ -1,9 +1,10 @@
-"""Rule session_tables: session_states.csv, mic_policy.csv and the testbed's named values."""
+"""Rule session_tables: session_states.csv, mic_policy.csv, session_flows.csv, named values."""
 
 from reallymuted import micpolicy
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
+inputs = snakemake.input
 micpolicy.write_tables(
-    list(snakemake.input.states), list(snakemake.input.policies), dict(snakemake.output.items())
+    list(inputs.states), list(inputs.policies), list(inputs.flows), dict(snakemake.output.items())
 )

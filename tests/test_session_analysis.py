@@ -59,14 +59,16 @@ def test_what_is_sent_while_muted(analysed: dict) -> None:
 
 
 def test_tables_across_sessions(analysed: dict, tmp_path: Path) -> None:
-    states_paths, policy_paths = [], []
-    for _, work, states, policy in analysed.values():
-        states.reset_index().to_csv(work / "states.csv", index=False)
-        (work / "policy.json").write_text(json.dumps(policy))
-        states_paths.append(str(work / "states.csv"))
-        policy_paths.append(str(work / "policy.json"))
-    out = {k: tmp_path / f"{k}.out" for k in ("states", "policy", "values")}
-    micpolicy.write_tables(states_paths, policy_paths, out)
+    paths: dict[str, list[str]] = {"states": [], "policy": [], "flows": []}
+    for session, work, _, _ in analysed.values():
+        per_session = {k: work / f"{k}.out" for k in paths}
+        micpolicy.write_session_analysis(
+            session, work / "packets.parquet", work / "reads.parquet", per_session, PARAMS
+        )
+        for key, path in per_session.items():
+            paths[key].append(str(path))
+    out = {k: tmp_path / f"{k}.out" for k in ("states", "policy", "flows", "values")}
+    micpolicy.write_tables(paths["states"], paths["policy"], paths["flows"], out)
     policy = pd.read_csv(out["policy"]).set_index("app")
     assert policy.loc["control-stops", "policy"] == "stops"
     assert set(policy.source) == {"testbed"}
@@ -80,6 +82,9 @@ def test_tables_across_sessions(analysed: dict, tmp_path: Path) -> None:
         "witnesses_agree",
         "sessions",
     ]
+    flows = pd.read_csv(out["flows"])
+    assert set(flows.app) == {"baresip-pcmu", "chromium"}  # the control client sends nothing
+    assert (flows[flows.protocol == "rtp"].groupby("app").packets.max() > 100).all()
     values = json.loads(out["values"].read_text())
     assert values["policy_baresip_pcmu_ctrl"] == "continuous"
     assert values["muted_audio_level_median_dbov_chromium_soft"] == -127

@@ -251,14 +251,20 @@ def write_session_analysis(
     session_dir: str | Path,
     packets_path: str | Path,
     reads_path: str | Path,
-    states_out: str | Path,
-    policy_out: str | Path,
+    out: dict[str, str | Path],
+    params: PolicyParams = PolicyParams(),
 ) -> None:
+    """``out`` maps states, policy and flows to paths."""
+    from reallymuted import extract, traffic
     from reallymuted.io import write_csv, write_json
 
-    states, policy = analyse_session(session_dir, packets_path, reads_path)
-    write_csv(states_out, states)
-    write_json(policy_out, policy)
+    states, policy = analyse_session(session_dir, packets_path, reads_path, params)
+    flows = traffic.flows(pd.read_parquet(packets_path))
+    for key, value in reversed(session_keys(extract.load_manifest(session_dir)).items()):
+        flows.insert(0, key, value)
+    write_csv(out["states"], states)
+    write_json(out["policy"], policy)
+    write_csv(out["flows"], flows)
     log.info(
         "%s: policy os=%s app=%s (agree: %s)",
         session_dir,
@@ -291,13 +297,20 @@ def testbed_values(policy: pd.DataFrame, states: pd.DataFrame) -> dict[str, obje
 
 
 def write_tables(
-    states_paths: list[str], policy_paths: list[str], out: dict[str, str | Path]
+    states_paths: list[str],
+    policy_paths: list[str],
+    flows_paths: list[str],
+    out: dict[str, str | Path],
 ) -> None:
-    """Concatenate the sessions' analyses into the study's two tables and the named values."""
+    """Concatenate the sessions' analyses into the study's tables and the named values."""
     import json
 
     from reallymuted.io import write_csv, write_json
 
+    flows = [pd.read_csv(p) for p in flows_paths]
+    flows = [f for f in flows if not f.empty]
+    all_flows = pd.concat(flows, ignore_index=True) if flows else pd.DataFrame()
+    write_csv(out["flows"], all_flows)
     states = pd.concat([pd.read_csv(p) for p in states_paths], ignore_index=True)
     policies = pd.DataFrame([json.loads(Path(p).read_text()) for p in policy_paths])
     order = ["source", "app", "mute_mode", "stimulus", "rep"]

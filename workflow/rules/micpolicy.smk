@@ -12,6 +12,7 @@ rule session_analysis:
     output:
         states=f"{SESSION_TABLES}/states.csv",
         policy=f"{SESSION_TABLES}/policy.json",
+        flows=f"{SESSION_TABLES}/flows.csv",
     log:
         "logs/micpolicy/{app}/{mode}-{stimulus}/rep{rep}.log",
     conda:
@@ -47,6 +48,7 @@ rule session_tables:
     input:
         states=lambda wildcards: session_files("states.csv"),
         policies=lambda wildcards: session_files("policy.json"),
+        flows=lambda wildcards: session_files("flows.csv"),
         code=package_code("micpolicy"),
     output:
         states=report(
@@ -59,6 +61,7 @@ rule session_tables:
             caption="../report/mic_policy.rst",
             category="Testbed sessions",
         ),
+        flows="results/tables/session_flows.csv",
         values="results/values/testbed.json",
     log:
         "logs/micpolicy/tables.log",
