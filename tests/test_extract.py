@@ -111,3 +111,14 @@ def test_mic_trace_witnesses(tmp_path: Path) -> None:
     trace.write_text('{"t": 1, "api": "x"}\nnot json\n')
     with pytest.raises(DataError, match=r"mic_trace\.jsonl:2"):
         extract.read_mic_trace(trace)
+
+
+def test_host_agent_calls_are_not_counted_as_reads(tmp_path: Path) -> None:
+    trace = tmp_path / "mic_trace.jsonl"
+    lines = [
+        {"t": 0.1, "api": "wasapi:Start", "kind": "call", "pid": 1, "tid": 1},
+        {"t": 0.2, "api": "wasapi:GetBuffer", "kind": "read", "pid": 1, "tid": 1, "frames": 480},
+        {"t": 0.2, "api": "wasapi:ReleaseBuffer", "kind": "call", "pid": 1, "tid": 1},
+    ]
+    trace.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert extract.read_mic_trace(trace).api.tolist() == ["wasapi:GetBuffer"]

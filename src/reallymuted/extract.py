@@ -283,6 +283,10 @@ def read_mic_trace(path: str | Path) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows)
+    if "kind" in table:
+        # host agents also log other calls on the capture path (Start, Stop, ReleaseBuffer…):
+        # only rows where the app received samples are reads
+        table = table[table["kind"].fillna("read") == "read"]
     for column in columns:
         if column not in table:
             table[column] = np.nan
