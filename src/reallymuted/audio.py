@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import signal
@@ -166,6 +165,8 @@ def chunk_levels(chunk: np.ndarray) -> tuple[float, float]:
 
 
 def _open_fifo(fifo: Path, pipe_bytes: int) -> int | None:
+    import fcntl  # POSIX only: imported here so Windows hosts can import this module
+
     try:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as exc:
