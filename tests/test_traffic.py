@@ -38,3 +38,52 @@ def test_flows(packets) -> None:
     assert table.loc["rtp", "dport"] == 41002
     assert table.loc["rtp", "states"] == "muted+unmuted"
     assert not table.loc["rtp", "muted_only"]
+
+
+def test_window_features_on_a_recorded_soft_mute(repo_root: Path, tmp_path: Path) -> None:
+    from reallymuted.io import read_jsonl
+
+    session = repo_root / "tests/data/sessions/chromium/soft-tone/rep1"
+    extract.extract_session(session, tmp_path / "p.parquet", tmp_path / "r.parquet")
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    segments = extract.mute_segments(read_jsonl(session / "events.jsonl"))
+    features = traffic.window_features(table, segments, window_s=0.5)
+    muted = next(s for s in segments if s.state == "muted")
+    assert len(features) == int((muted.end - muted.start) // 0.5)
+    # soft mute: about 25 RTP packets per half second (plus RTCP/STUN), the smallest being the
+    # same silent frame in every window
+    assert features.packets.between(20, 35).all()
+    assert features.size_min.nunique() == 1
+
+
+def _windows(leaky: bool, seed: int = 0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows, labels, groups = [], [], []
+    for activity in range(3):
+        for recording in range(4):
+            for _ in range(10):
+                size = 60 + (20 * activity if leaky else 0) + rng.normal(0, 3)
+                rows.append(
+                    {f: rng.normal() for f in traffic.WINDOW_FEATURES} | {"size_mean": size}
+                )
+                labels.append(f"a{activity}")
+                groups.append(f"a{activity}-r{recording}")
+    return pd.DataFrame(rows), pd.Series(labels), pd.Series(groups)
+
+
+def test_leakage_found_when_sizes_follow_the_activity() -> None:
+    result = traffic.leakage_test(*_windows(leaky=True), seed=1, bootstrap=300)
+    assert result["accuracy"] > 0.9
+    assert result["ci_low"] > result["chance"]
+    assert result["verdict"] == "leaks: above chance"
+
+
+def test_no_leakage_claimed_from_noise() -> None:
+    result = traffic.leakage_test(*_windows(leaky=False), seed=1, bootstrap=300)
+    assert result["verdict"] == "no evidence of leakage"
+    assert result["ci_low"] <= 1 / 3 + 0.05

@@ -83,3 +83,119 @@ def flows(packets: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# -- leakage: does muted, encrypted traffic still say what the microphone hears? -------------
+
+WINDOW_FEATURES = [
+    "packets",
+    "bytes",
+    "size_mean",
+    "size_std",
+    "size_min",
+    "size_max",
+    "distinct_sizes",
+    "gap_mean",
+    "gap_std",
+    "gap_max",
+]
+
+
+def window_features(
+    packets: pd.DataFrame, segments: list[Segment], window_s: float
+) -> pd.DataFrame:
+    """Features of the packets the client sent, per window of muted time.
+
+    Only what an on-path observer of encrypted traffic sees: how many packets, their sizes and
+    their timing. Windows are cut inside each muted segment, never across a mute change.
+    """
+    out = sent(packets)
+    rows = []
+    for segment in (s for s in segments if s.state == "muted"):
+        starts = np.arange(segment.start, segment.end - window_s + 1e-9, window_s)
+        for start in starts:
+            window = out[(out.t >= start) & (out.t < start + window_s)]
+            sizes = window.payload_len.dropna().to_numpy(dtype=float)
+            gaps = np.diff(window.t.to_numpy(dtype=float))
+            rows.append(
+                {
+                    "start": float(start),
+                    "packets": len(window),
+                    "bytes": float(window.frame_len.sum()),
+                    "size_mean": float(sizes.mean()) if len(sizes) else 0.0,
+                    "size_std": float(sizes.std()) if len(sizes) else 0.0,
+                    "size_min": float(sizes.min()) if len(sizes) else 0.0,
+                    "size_max": float(sizes.max()) if len(sizes) else 0.0,
+                    "distinct_sizes": len(np.unique(sizes)),
+                    "gap_mean": float(gaps.mean()) if len(gaps) else window_s,
+                    "gap_std": float(gaps.std()) if len(gaps) else 0.0,
+                    "gap_max": float(gaps.max()) if len(gaps) else window_s,
+                }
+            )
+    return pd.DataFrame(rows, columns=["start", *WINDOW_FEATURES])
+
+
+def leakage_test(
+    features: pd.DataFrame,
+    labels: pd.Series,
+    groups: pd.Series,
+    seed: int,
+    bootstrap: int = 1000,
+) -> dict[str, float | int | str]:
+    """Accuracy of telling the background activity from traffic windows, against chance.
+
+    Cross-validation leaves whole recordings out (grouped), so a window is never judged by a
+    model that saw its own recording. The 95 % interval resamples recordings, not windows
+    (windows of one recording are not independent). Chance is the accuracy of always guessing
+    the most frequent activity of the training folds, under the same splits.
+    """
+    from sklearn.dummy import DummyClassifier
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GroupKFold
+
+    y = labels.to_numpy()
+    g = groups.to_numpy()
+    x = features[WINDOW_FEATURES].to_numpy(dtype=float)
+    n_groups = len(np.unique(g))
+    result: dict[str, float | int | str] = {
+        "windows": len(y),
+        "recordings": n_groups,
+        "activities": len(np.unique(y)),
+    }
+    if n_groups < 2 or len(np.unique(y)) < 2:
+        return {**result, "verdict": "not enough recordings or activities to test"}
+    folds = GroupKFold(n_splits=min(5, n_groups))
+    predicted = np.empty(len(y), dtype=object)
+    baseline = np.empty(len(y), dtype=object)
+    for train, test in folds.split(x, y, g):
+        model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
+        model.fit(x[train], y[train])
+        predicted[test] = model.predict(x[test])
+        dummy = DummyClassifier(strategy="most_frequent").fit(x[train], y[train])
+        baseline[test] = dummy.predict(x[test])
+    correct = predicted == y
+    chance_hits = baseline == y
+    rng = np.random.default_rng(seed)
+    unique = np.unique(g)
+    by_group = {k: np.flatnonzero(g == k) for k in unique}
+    draws = []
+    for _ in range(bootstrap):
+        picked = rng.choice(unique, size=len(unique), replace=True)
+        index = np.concatenate([by_group[k] for k in picked])
+        draws.append(correct[index].mean())
+    low, high = np.quantile(draws, [0.025, 0.975])
+    accuracy, chance = float(correct.mean()), float(chance_hits.mean())
+    verdict = (
+        "leaks: above chance"
+        if low > max(chance, 1 / result["activities"])
+        else "no evidence of leakage"
+    )
+    return {
+        **result,
+        "accuracy": accuracy,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "chance": chance,
+        "uniform_chance": 1 / result["activities"],
+        "verdict": verdict,
+    }
