@@ -40,8 +40,23 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest
 
+# A single-node SLURM cluster on this machine (needs root; scripts/slurm-cluster.sh), the study
+# through workflow/profiles/slurm, then every daemon stopped. Also part of `make test`.
 test-cluster: setup
 	$(BIN)/pytest -m cluster tests/test_cluster.py
+
+# Artifact evaluation (ARTIFACT-APPENDIX.md). `artifact` packs results/ (raw evidence, outputs,
+# logs, provenance manifest; the authors' unlicensed data only with WITH_REFERENCE=1) into
+# $(ARTIFACT_DIR)/; it refuses a study whose outputs are missing or stale. `verify-artifact
+# ARCHIVE=...` rebuilds every table and figure from the archive's raw evidence alone (no
+# capture) and reports any difference.
+ARTIFACT_DIR ?= dist
+artifact: setup
+	$(BIN)/python -m reallymuted.artifact pack --configfile $(CONFIG) --out $(ARTIFACT_DIR) $(if $(WITH_REFERENCE),--with-reference)
+
+verify-artifact: setup
+	@test -n "$(ARCHIVE)" || { echo "usage: make verify-artifact ARCHIVE=dist/reallymuted-artifact-....tar.gz [VERIFY_DIR=dir]"; exit 2; }
+	$(BIN)/python -m reallymuted.artifact verify $(ARCHIVE) --cores $(CORES) $(if $(VERIFY_DIR),--workdir $(VERIFY_DIR))
 
 bench: setup
 	$(BIN)/python -m reallymuted.bench --out results/bench

@@ -16,10 +16,13 @@ include: "workflow/rules/reference.smk"
 include: "workflow/rules/userstudy.smk"
 include: "workflow/rules/telemetry.smk"
 include: "workflow/rules/classifier.smk"
+include: "workflow/rules/apps.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/sessions.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/micpolicy.smk"
+include: "workflow/rules/telemetry_sessions.smk"
+include: "workflow/rules/attack.smk"
 
 
 rule all:

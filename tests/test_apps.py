@@ -76,3 +76,50 @@ def test_a_broken_registry_is_refused(repo_root: Path, path, value, message) -> 
     node[path[-1]] = value
     with pytest.raises(ConfigError, match=message):
         validate_config(data, repo_root / "workflow/schemas/apps.schema.yaml")
+
+
+def test_headline_on_a_recorded_profile_session(repo_root: Path, registry: dict, tmp_path: Path):
+    """The recorded webex-2021 session, through extraction and analysis, into the headline."""
+    import json
+
+    import pandas as pd
+
+    from reallymuted import extract, micpolicy, telemetry_sessions
+
+    session = repo_root / "tests/data/profiles/webex-2021/app-steps/rep1"
+    extract.extract_session(session, tmp_path / "packets.parquet", tmp_path / "reads.parquet")
+    parts = {k: tmp_path / f"{k}.out" for k in ("states", "policy", "flows")}
+    micpolicy.write_session_analysis(
+        session,
+        tmp_path / "packets.parquet",
+        tmp_path / "reads.parquet",
+        parts,
+        micpolicy.PolicyParams(grace_s=0.3),
+    )
+    study = {k: tmp_path / f"study_{k}.csv" for k in ("states", "policy", "flows", "values")}
+    micpolicy.write_tables([parts["states"]], [parts["policy"]], [parts["flows"]], study)
+    _, check = telemetry_sessions.session_telemetry(session, tmp_path / "packets.parquet")
+    checks = pd.DataFrame([json.loads(json.dumps(check, default=str))])
+
+    headline = apps.headline_table(
+        registry,
+        pd.read_csv(study["policy"]),
+        pd.read_csv(study["states"]),
+        pd.read_csv(study["flows"]),
+        checks,
+    )
+    webex = headline[(headline.app == "webex") & (headline.source == "testbed-profile")].iloc[0]
+    assert webex.status == "measured"
+    assert "not the app" in webex.measured_as
+    assert webex.audio_derived_data_leaving == "yes"
+    assert "telemetry POST" in webex.evidence
+    assert "tcp 127.0.0.1" in webex.muted_destinations  # the POSTs to the collector
+    # sources that did not run say so, with no numbers
+    native = headline[(headline.app == "webex") & (headline.source == "native")]
+    assert native.status.str.startswith("not run: needs a").all()
+    assert native.muted_read_share_os.isna().all()
+    teams = headline[(headline.app == "teams") & (headline.source == "testbed-profile")].iloc[0]
+    assert teams.status.startswith("no profile")
+    zoom = headline[(headline.app == "zoom") & (headline.source == "testbed-profile")].iloc[0]
+    assert zoom.status == "not in this run's configuration"
+    assert set(headline.source) == {"testbed-profile", "native", "web"}

@@ -119,3 +119,16 @@ def test_timeline_figure(analysed: dict, tmp_path: Path) -> None:
         session, work / "packets.parquet", work / "reads.parquet", outputs
     )
     assert all(p.stat().st_size > 10_000 for p in outputs)
+
+
+def test_a_study_where_no_client_sent_anything(analysed: dict, tmp_path: Path) -> None:
+    """Only the control client (no network at all): the tables still have their columns."""
+    session, work, _, _ = analysed["control-stops"]
+    parts = {k: tmp_path / f"{k}.out" for k in ("states", "policy", "flows")}
+    micpolicy.write_session_analysis(
+        session, work / "packets.parquet", work / "reads.parquet", parts, PARAMS
+    )
+    out = {k: tmp_path / f"study_{k}" for k in ("states", "policy", "flows", "values")}
+    micpolicy.write_tables([parts["states"]], [parts["policy"]], [parts["flows"]], out)
+    flows = pd.read_csv(out["flows"])
+    assert flows.empty and {"app", "protocol", "dport", "periodic"} <= set(flows.columns)

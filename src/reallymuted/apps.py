@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from reallymuted.config import load_yaml, validate_config
@@ -22,6 +23,7 @@ FINDINGS = {
     "M3": "WebRTC software mute (browser keeps reading, send stream withholds)",
     "M4": "not determined (could not be traced)",
 }
+PLATFORM_NAMES = {"windows": "Windows", "macos": "macOS"}
 NOT_RUN = {
     "native": "not run: needs a {platform} host with the app installed and an account",
     "web": "not run: needs internet access and an account for the web app",
@@ -64,3 +66,209 @@ def drivers_for(entry: dict[str, Any]) -> list[tuple[str, str]]:
     if entry["platforms"]["web"]["offer"] == "web":
         pairs.append(("web", "web"))
     return pairs
+
+
+HEADLINE_COLUMNS = [
+    "source",
+    "app",
+    "app_name",
+    "paper_finding",
+    "measured_as",
+    "status",
+    "mute_mode",
+    "policy",
+    "period_s",
+    "muted_read_share_os",
+    "muted_read_share_app",
+    "witnesses_agree",
+    "muted_packets_per_s",
+    "muted_bytes_per_s",
+    "muted_destinations",
+    "periodic_flows",
+    "audio_derived_data_leaving",
+    "evidence",
+    "sessions",
+]
+
+
+def _muted_destinations(flows: pd.DataFrame) -> str:
+    muted = flows[flows.states.fillna("").str.contains("muted") & ~flows.states.eq("unmuted")]
+    if muted.empty:
+        return "none"
+    return ", ".join(sorted({f"{r.protocol} {r.dst}:{int(r.dport)}" for r in muted.itertuples()}))
+
+
+def _periodic_flows(flows: pd.DataFrame) -> str:
+    periodic = flows[flows.periodic.astype(bool)]
+    return (
+        ", ".join(
+            sorted(
+                {
+                    f"{r.protocol} {r.dst}:{int(r.dport)} every {r.period_s:.3g} s"
+                    for r in periodic.itertuples()
+                }
+            )
+        )
+        or "none"
+    )
+
+
+def audio_derived_evidence(
+    muted_states: pd.DataFrame, checks: pd.DataFrame | None
+) -> tuple[str, str]:
+    """("yes"/"no", why) — is data derived from the muted microphone seen leaving the client?
+
+    Looked for in what the capture can read: telemetry records decoded while muted, an RFC 6464
+    level header other than silence, a G.711 payload that is not silence. Encrypted payloads
+    cannot be read here; whether their sizes and timing still leak is the leakage analysis.
+    """
+    reasons = []
+    if checks is not None and not checks.empty and checks.audio_derived_muted.astype(bool).any():
+        posts = int(checks.muted_posts.sum())
+        reasons.append(f"{posts} telemetry POST(s) with microphone gains decoded while muted")
+    levels = muted_states.audio_level_median_dbov.dropna()
+    if len(levels) and (levels > -127).any():
+        reasons.append(f"RFC 6464 level {levels.max():.0f} dBov sent in clear while muted")
+    rms = muted_states.payload_rms_mean.dropna()
+    if len(rms) and (rms > 1.0).any():
+        reasons.append(f"G.711 payload RMS {rms.max():.0f} while muted")
+    if reasons:
+        return "yes", "; ".join(reasons)
+    rtp = muted_states.rtp_packets_per_s.mean()
+    if not rtp or np.isnan(rtp):
+        why = "no RTP while muted"
+    elif len(levels):
+        why = f"RTP continues at {rtp:.0f} packets/s but its level header says silence (-127 dBov)"
+    elif len(rms):
+        why = f"RTP continues at {rtp:.0f} packets/s carrying digital silence"
+    else:
+        why = f"RTP continues at {rtp:.0f} packets/s, encrypted (see the leakage table)"
+    if checks is not None and not checks.empty:
+        why += f"; {int(checks.posts_pcap.sum())} telemetry POST(s)"
+    return "no", why
+
+
+def headline_table(
+    registry: dict[str, Any],
+    policy: pd.DataFrame,
+    states: pd.DataFrame,
+    flows: pd.DataFrame,
+    checks: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per app: the paper's finding beside each source of evidence this study has for it.
+
+    A ``testbed-profile`` row measures the project's model of the app's published behaviour,
+    and says so in ``measured_as``; a source that did not run has a row that says why and no
+    numbers, so an absent measurement is never read as a zero.
+    """
+    rows = []
+    for app, entry in registry.items():
+        finding = "+".join(entry["paper_finding"]["codes"]) + ": " + entry["paper_finding"]["text"]
+        base = {"app": app, "app_name": entry["name"], "paper_finding": finding}
+        pairs = drivers_for(entry)
+        if not entry["testbed_profile"]:
+            rows.append(
+                {
+                    **base,
+                    "source": "testbed-profile",
+                    "measured_as": "none",
+                    "status": "no profile: the paper could not determine this app's behaviour",
+                }
+            )
+        for source, driver in pairs:
+            key = driver if source == "testbed-profile" else app
+            measured = policy[(policy.source == source) & (policy.app == key)]
+            if measured.empty:
+                platform = PLATFORM_NAMES.get(driver.removeprefix("native-"), driver)
+                status = (
+                    "not in this run's configuration"
+                    if source == "testbed-profile"
+                    else NOT_RUN[source].format(platform=platform)
+                )
+                measured_as = (
+                    f"model {driver} (not the app)" if source == "testbed-profile" else driver
+                )
+                rows.append(
+                    {**base, "source": source, "measured_as": measured_as, "status": status}
+                )
+                continue
+            for row in measured.itertuples():
+                select = (
+                    (states.source == source)
+                    & (states.app == key)
+                    & (states.mute_mode == row.mute_mode)
+                )
+                muted = states[select & (states.state == "muted")]
+                session_flows = (
+                    flows[
+                        (flows.source == source)
+                        & (flows.app == key)
+                        & (flows.mute_mode == row.mute_mode)
+                    ]
+                    if not flows.empty
+                    else flows
+                )
+                check = None
+                if checks is not None and not checks.empty:
+                    check = checks[(checks.source == source) & (checks.app == key)]
+                leaving, why = audio_derived_evidence(muted, check)
+                rows.append(
+                    {
+                        **base,
+                        "source": source,
+                        "measured_as": (
+                            f"model {driver} of the app's published behaviour, not the app"
+                            if source == "testbed-profile"
+                            else driver
+                        ),
+                        "status": "measured",
+                        "mute_mode": row.mute_mode,
+                        "policy": row.policy,
+                        "period_s": row.period_s,
+                        "muted_read_share_os": row.muted_read_share_os,
+                        "muted_read_share_app": row.muted_read_share_app,
+                        "witnesses_agree": row.witnesses_agree,
+                        "muted_packets_per_s": muted.packets_per_s.mean(),
+                        "muted_bytes_per_s": muted.bytes_per_s.mean(),
+                        "muted_destinations": _muted_destinations(session_flows)
+                        if not session_flows.empty
+                        else "none",
+                        "periodic_flows": _periodic_flows(session_flows)
+                        if not session_flows.empty
+                        else "none",
+                        "audio_derived_data_leaving": leaving,
+                        "evidence": why,
+                        "sessions": row.sessions,
+                    }
+                )
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def write_headline(
+    registry_path: str | Path,
+    policy_path: str | Path,
+    states_path: str | Path,
+    flows_path: str | Path,
+    checks_path: str | Path | None,
+    table_out: str | Path,
+    figure_outputs: list[str | Path],
+) -> None:
+    from reallymuted.figures.apps import plot_headline
+    from reallymuted.io import write_csv
+
+    checks = pd.read_csv(checks_path) if checks_path else None
+    table = headline_table(
+        load_registry(registry_path),
+        pd.read_csv(policy_path),
+        pd.read_csv(states_path),
+        pd.read_csv(flows_path),
+        checks,
+    )
+    write_csv(table_out, table)
+    plot_headline(table, figure_outputs)
+
+
+def write_platforms(registry_path: str | Path, out: str | Path) -> None:
+    from reallymuted.io import write_csv
+
+    write_csv(out, platforms_table(load_registry(registry_path)))

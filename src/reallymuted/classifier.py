@@ -337,11 +337,16 @@ def windows(minutes: pd.DataFrame, n: int) -> Windows:
 
     The authors concatenated every recording of a class before windowing, so some of their
     samples straddled two recordings; here a recording shorter than ``n`` gives no sample.
+    A window's group (what no split may cut) is its ``recording_id``, or its ``group`` when
+    the table has that column: captured telemetry has one series per session, and the
+    sessions that played one source recording (at several distances) form one group
+    (:mod:`reallymuted.attack`).
     """
     if n < 1:
         raise ValueError(f"window length must be >= 1, got {n}")
+    group_column = "group" if "group" in minutes.columns else "recording_id"
     xs, ys, gs = [], [], []
-    for recording_id, rec in minutes.groupby("recording_id", sort=False):
+    for _recording_id, rec in minutes.groupby("recording_id", sort=False):
         rec = rec.sort_values("minute")
         if len(rec) < n:
             continue
@@ -349,7 +354,7 @@ def windows(minutes: pd.DataFrame, n: int) -> Windows:
         view = np.lib.stride_tricks.sliding_window_view(gains, n, axis=0)  # (w, 3, n)
         xs.append(view.reshape(len(view), 3 * n))
         ys.append(np.full(len(view), rec.activity.iloc[0], dtype=object))
-        gs.append(np.full(len(view), recording_id, dtype=object))
+        gs.append(np.full(len(view), rec[group_column].iloc[0], dtype=object))
     if not xs:
         return Windows(np.empty((0, 3 * n)), np.empty(0, dtype=object), np.empty(0, dtype=object))
     return Windows(np.concatenate(xs), np.concatenate(ys), np.concatenate(gs))

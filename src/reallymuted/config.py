@@ -82,6 +82,9 @@ def _fill_defaults(instance: Any, schema: dict[str, Any]) -> None:
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
     """Validate ``config`` in place (defaults filled in) and return it.
 
+    A study config with the ``attack`` stage on also gets the attack's activity stimuli in
+    ``sessions.stimuli`` (:func:`reallymuted.stimuli.add_attack_stimuli`): every reader of the
+    config (the workflow, the session command line, the artifact) sees the same matrix.
     Raises :class:`ConfigError` listing every problem, one line each.
     """
     schema = load_yaml(schema_path)
@@ -91,6 +94,13 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     if errors:
         lines = "\n".join("  - " + _explain(e) for e in errors)
         raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{lines}")
+    if "attack" in schema.get("properties", {}):
+        from reallymuted.stimuli import add_attack_stimuli
+
+        try:
+            add_attack_stimuli(config)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
     return config
 
 

@@ -226,11 +226,13 @@ def read_packets(
     client_ports: set[int] | None = None,
     audio_level_ext_id: int = 1,
     decode_as: list[str] | None = None,
+    server_ports: set[int] | None = None,
 ) -> pd.DataFrame:
     """One row per packet, time ``t`` in seconds since the session start.
 
-    ``direction`` is ``sent`` when the source port is one of the measured client's ports,
-    ``received`` when the destination is, and ``other`` otherwise (e.g. the peer's own
+    ``direction`` is ``sent`` when the source port is one of the measured client's ports or
+    the destination is one of the servers it talks to from ephemeral ports (e.g. a telemetry
+    collector), ``received`` for the reverse, and ``other`` otherwise (e.g. the peer's own
     traffic); with no ports given every packet is ``unknown``.
     """
     raw = run_tshark(pcap, decode_as)
@@ -264,13 +266,11 @@ def read_packets(
         axis=1,
     )
     out["payload_rms"] = _payload_rms(table["rtp_payload"], out["rtp_pt"])
-    if client_ports:
-        ports = list(client_ports)
-        out["direction"] = np.select(
-            [out.sport.isin(ports).fillna(False), out.dport.isin(ports).fillna(False)],
-            ["sent", "received"],
-            "other",
-        )
+    if client_ports or server_ports:
+        ports, servers = list(client_ports or ()), list(server_ports or ())
+        to_client = out.dport.isin(ports).fillna(False) | out.sport.isin(servers).fillna(False)
+        from_client = out.sport.isin(ports).fillna(False) | out.dport.isin(servers).fillna(False)
+        out["direction"] = np.select([from_client, to_client], ["sent", "received"], "other")
     else:
         out["direction"] = "unknown"
     return out[PACKET_COLUMNS]
@@ -352,6 +352,7 @@ def extract_session(
         client_ports=set(client.get("ports", [])) or None,
         audio_level_ext_id=int(client.get("audio_level_ext_id", 1)),
         decode_as=client.get("decode_as"),
+        server_ports=set(client.get("server_ports", [])) or None,
     )
     packets["state"] = label_states(packets["t"], segments)
     reads = read_mic_trace(session / "mic_trace.jsonl")

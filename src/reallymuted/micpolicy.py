@@ -307,9 +307,8 @@ def write_tables(
 
     from reallymuted.io import write_csv, write_json
 
-    flows = [pd.read_csv(p) for p in flows_paths]
-    flows = [f for f in flows if not f.empty]
-    all_flows = pd.concat(flows, ignore_index=True) if flows else pd.DataFrame()
+    # a client that sent nothing has a flows table with a header and no rows
+    all_flows = pd.concat([pd.read_csv(p) for p in flows_paths], ignore_index=True)
     write_csv(out["flows"], all_flows)
     states = pd.concat([pd.read_csv(p) for p in states_paths], ignore_index=True)
     policies = pd.DataFrame([json.loads(Path(p).read_text()) for p in policy_paths])

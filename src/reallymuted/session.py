@@ -14,17 +14,21 @@ Two processes share the work:
   capture, the paced microphone writer, the client (through its driver) and the Frida tracer,
   then plays the schedule: join, mute/unmute at the phase boundaries, leave.
 
-Raw evidence: ``results/raw/{app}/{mode}-{stimulus}/rep{rep}/`` holds exactly
+Raw evidence: ``results/raw/{app}/{mode}-{stimulus}/rep{rep}/`` holds exactly the five files
+below, plus the extra evidence its driver declares (``Driver.extra_evidence``: today only the
+testbed profiles' ``collector.jsonl``, described last)
 
 ``manifest.json``
-    written last (its presence means the other four are complete). ``status``/``exit_status``,
-    ``source`` = ``testbed``, ``app``, ``driver``, ``mode``, ``condition``, ``rep``, ``options``,
-    ``schedule`` (phases, lead_s, tail_s), ``stimulus`` (name, path, sha256), ``microphone``,
+    written last (its presence means the other files are complete). ``status``/``exit_status``,
+    ``source`` (the driver's: ``testbed``, or ``testbed-profile`` for the profiles), ``app``,
+    ``driver``, ``mode``, ``condition``, ``rep``, ``options``, ``schedule`` (phases, lead_s,
+    tail_s), ``stimulus`` (name, path, sha256), ``microphone``,
     ``capture`` (tool, interface, BPF filter), ``start``/``end`` (utc, epoch, monotonic),
     ``start_epoch``, ``versions`` (app, os, kernel, tshark, frida, python, pulseaudio, …),
     ``host``, ``netns``, ``client`` (``ports`` the client sends from, ``audio_level_ext_id``,
-    ``decode_as``), ``endpoints``, ``tracer`` (roots, PIDs attached before join), ``counts``,
-    ``witness_files``, ``cleanup``, ``supervisor`` (wall, setup, schedule, teardown seconds).
+    ``decode_as``), ``endpoints`` (the profiles add ``collector``), ``tracer`` (roots, PIDs
+    attached before join), ``counts``, ``witness_files`` (every evidence file, extra ones
+    included), ``cleanup``, ``supervisor`` (wall, setup, schedule, teardown seconds).
     A failed session has no evidence files, only ``manifest.failed.json`` with the same keys and
     ``failure`` = {``step``, ``component``, ``error``} (Snakemake deletes a failed job's declared
     outputs, so the failure record lives under an undeclared name; the job exits non-zero).
@@ -58,6 +62,13 @@ Raw evidence: ``results/raw/{app}/{mode}-{stimulus}/rep{rep}/`` holds exactly
 ``client.log``
     the client's own output, one ``==> label <==`` section per process or channel (e.g.
     ``chromium``, ``page-console``, ``meeting-server``; baresip ``baresip`` and ``peer``).
+``collector.jsonl`` (testbed profiles only: driver ``profile``)
+    the telemetry collector's own log (:mod:`reallymuted.collector`), a witness of what the
+    client posted that is independent of the capture: ``{"t", "event": "listening"}`` when it
+    accepts connections, one ``{"t", "event": "request", "epoch", "client" ("ip:port"),
+    "method", "path", "version", "headers" ([name, value] pairs in order), "bytes", "body"
+    (text) or "body_b64", "status"}`` per request, ``{"t", "event": "stopped"}`` at the end.
+    ``t`` is on the session clock.
 
 The clock: ``t`` everywhere is seconds since ``start.monotonic`` on CLOCK_MONOTONIC (the Frida
 agents call clock_gettime in the client, the writer and the runner use time.monotonic).
@@ -66,8 +77,13 @@ App ids and conditions: ``chromium`` (modes ``soft``, ``replace``, ``stop``, eac
 ``-detector``), ``baresip-opus``/``baresip-pcmu`` (the codec is part of the app; mode
 ``ctrl``), ``linphone`` (mode ``ctrl``: its stdin ``mute``),
 ``control-continuous``/``control-stops``/``control-periodic`` (the project's own
-reader; the policy is part of the app; mode ``ctrl``). ``{condition}`` = ``{mode}-{stimulus}``;
-stimulus names have no ``-``, so the split is unambiguous.
+reader; the policy is part of the app; mode ``ctrl``), and the testbed profiles ``webex-2021``,
+``zoom-native``, ``webrtc-soft-mute``, ``native-flags-only`` (an app's published mute behaviour
+on the meeting page, :mod:`reallymuted.drivers.profile`; mode ``app``). ``{condition}`` =
+``{mode}-{stimulus}``; stimulus names have no ``-``, so the split is unambiguous. A stimulus
+may name the ``apps`` that play it (default: every app); an app may have its own ``schedule``
+and ``repetitions`` (default: the sessions') and play only some ``stimulus_kinds`` (the
+attack's apps: muted from join to leave, activity stimuli only; :mod:`reallymuted.attack`).
 """
 
 from __future__ import annotations
@@ -96,7 +112,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from reallymuted import audio, capture, netns
+from reallymuted import audio, capture, netns, uplink
 from reallymuted.drivers import Driver, SessionContext, get_driver
 from reallymuted.io import atomic_path, read_jsonl, write_json
 from reallymuted.stimuli import sha256
@@ -109,6 +125,10 @@ FAILED = "manifest.failed.json"
 STAGE = ".session"  # working directory of a running session, inside the output directory
 STATES = ("unmuted", "muted")
 SCHEMA = "reallymuted.session/1"
+# Keys of a `sessions.apps` entry that shape the study matrix, not the driver: they are never
+# passed to the driver as options. `schedule` and `repetitions` replace the sessions' own for
+# that app (the attack's apps are muted throughout); `stimulus_kinds` limits what it plays.
+APP_KEYS = ("driver", "modes", "schedule", "stimulus_kinds", "repetitions")
 
 
 # --- the specification of one session ---------------------------------------------------
@@ -175,13 +195,13 @@ class SessionSpec:
         audio_cfg = sessions.get("audio", {})
         return cls(
             app=app,
-            driver=entry.pop("driver"),
+            driver=entry["driver"],
             mode=mode,
             stimulus=stimulus,
             stimulus_path=str(stimulus_path),
             rep=int(rep),
-            schedule=[dict(p) for p in sessions["schedule"]],
-            options={k: v for k, v in entry.items() if k != "modes"},
+            schedule=[dict(p) for p in entry.get("schedule") or sessions["schedule"]],
+            options={k: v for k, v in entry.items() if k not in APP_KEYS},
             capture_tool=sessions.get("capture_tool", "dumpcap"),
             lead_s=float(sessions.get("lead_s", 1.0)),
             tail_s=float(sessions.get("tail_s", 0.5)),
@@ -197,21 +217,56 @@ def matrix(sessions: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     """(app, mode, stimulus, rep) of every session the config asks for.
 
     Each app's modes and options are checked against its driver, so a mode the driver does
-    not know stops the workflow before any job runs.
+    not know stops the workflow before any job runs. A stimulus that names ``apps`` is played
+    by those apps only (e.g. a level staircase for the telemetry profile). ``select``, when
+    given, keeps only those apps (an overlay cannot remove the apps config.yaml defines, since
+    Snakemake merges mappings; config/native-*.yaml and config/web.yaml select theirs). An app
+    that names ``stimulus_kinds`` plays only stimuli of those kinds (the attack's apps play
+    only the ``activity`` stimuli that name them, never the study's speech).
     """
+    selected = list(sessions.get("select") or sessions["apps"])
+    missing = sorted(set(selected) - set(sessions["apps"]))
+    if missing:
+        raise ValueError(f"sessions.select: {missing} not in sessions.apps")
     for app, entry in sessions["apps"].items():
-        options = {k: v for k, v in entry.items() if k not in ("driver", "modes")}
+        options = {k: v for k, v in entry.items() if k not in APP_KEYS}
         for mode in entry["modes"]:
             try:
                 get_driver(entry["driver"]).check(mode, options)
             except ValueError as exc:
                 raise ValueError(f"sessions.apps.{app}: {exc}") from None
+    for name, spec in sessions["stimuli"].items():
+        unknown = sorted(set((spec or {}).get("apps", [])) - set(sessions["apps"]))
+        if unknown:
+            raise ValueError(f"sessions.stimuli.{name}.apps: {unknown} not in sessions.apps")
     return [
         (app, mode, stimulus, rep)
         for app, entry in sessions["apps"].items()
+        if app in selected
         for mode in entry["modes"]
-        for stimulus in sessions["stimuli"]
-        for rep in range(1, int(sessions["repetitions"]) + 1)
+        for stimulus, spec in sessions["stimuli"].items()
+        if _plays(app, entry, spec or {})
+        for rep in range(1, int(entry.get("repetitions", sessions["repetitions"])) + 1)
+    ]
+
+
+def _plays(app: str, entry: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """Whether ``app`` plays a stimulus: the stimulus may name its apps, the app its kinds."""
+    kind = spec.get("kind", "speech")
+    return app in spec.get("apps", [app]) and kind in entry.get("stimulus_kinds", [kind])
+
+
+def evidence_files(driver: str) -> tuple[str, ...]:
+    """Every evidence file a session of this driver publishes besides the manifest."""
+    return (*EVIDENCE, *get_driver(driver).extra_evidence)
+
+
+def apps_with_evidence(sessions: Mapping[str, Any], name: str) -> list[str]:
+    """The configured apps whose sessions publish the extra evidence file ``name``."""
+    return [
+        app
+        for app, entry in sessions["apps"].items()
+        if name in get_driver(entry["driver"]).extra_evidence
     ]
 
 
@@ -226,27 +281,48 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def rule_params(sessions: Mapping[str, Any], app: str) -> dict[str, Any]:
-    """The config of one app's sessions only, so that editing another app reruns nothing."""
+    """The config of one app's sessions only, so that editing another app reruns nothing
+    (nor editing what only selects sessions: its repetitions and stimulus kinds, or the
+    shared schedule of an app that has its own)."""
+    entry = {
+        k: v for k, v in sessions["apps"][app].items() if k not in ("repetitions", "stimulus_kinds")
+    }
     keep = ("schedule", "lead_s", "tail_s", "timeout_margin_s", "capture_tool", "audio")
-    return {**{key: sessions[key] for key in keep}, "apps": {app: sessions["apps"][app]}}
+    shared = {key: sessions[key] for key in keep if not (key == "schedule" and "schedule" in entry)}
+    return {**shared, "apps": {app: entry}}
 
 
 def instrument_code(driver: str) -> list[str]:
     """The package files a driver's sessions run: editing one reruns those sessions."""
     files = ["session.py", "audio.py", "capture.py", "tracing.py", "netns.py"]
     files += ["drivers/__init__.py", "agents/mic_reads.js"]
-    # linphone calls the same baresip peer as the baresip driver
+    # linphone calls the same baresip peer as the baresip driver; a profile is the Chromium
+    # driver on its own page, with the telemetry collector
     files += [
-        f"drivers/{d}.py" for d in {"linphone": ("linphone", "baresip")}.get(driver, (driver,))
+        f"drivers/{d}.py"
+        for d in {"linphone": ("linphone", "baresip"), "profile": ("profile", "chromium")}.get(
+            driver, (driver,)
+        )
     ]
-    if driver == "chromium":
+    if driver in ("chromium", "profile"):
         files += ["web/meeting.html", "web/meeting.js"]
-    return [str(PACKAGE / f) for f in files]
+    if driver == "profile":
+        files += ["web/profile.html", "web/profile.js", "web/gain-worklet.js", "collector.py"]
+    if driver.startswith("native-"):  # run by the host runner with the native agents
+        files = ["session.py", "hostsession.py", "capture.py", "drivers/__init__.py"]
+        files += ["drivers/native.py", "agents/native_core.js", "agents/wasapi.js"]
+        files += ["agents/coreaudio.js", "apps.py"]
+    if driver == "web":
+        files += ["drivers/chromium.py", "drivers/native.py", "uplink.py", "apps.py"]
+    paths = [str(PACKAGE / f) for f in files]
+    if driver.startswith("native-") or driver == "web":  # hotkeys, processes, selectors
+        paths.append(str(PACKAGE.parents[1] / "workflow" / "apps.yaml"))
+    return paths
 
 
 def name_pattern(names: Iterable[str]) -> str:
-    """A wildcard constraint matching exactly these names."""
-    return "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    """A wildcard constraint matching exactly these names (and nothing, given none)."""
+    return "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) or "(?!)"
 
 
 # --- failures and events ----------------------------------------------------------------
@@ -382,10 +458,13 @@ class InnerRunner:
         self.events("pulse_ready", pid=pulse.pid, source="mic", server=paths.server)
         return paths
 
-    def start_capture(self, capture_filter: str | None) -> Path:
+    def start_capture(self, capture_filter: str | None, interface: str = "lo") -> Path:
         self.enter("capture")
         out = self.parts / "traffic.pcapng"
-        argv = capture.capture_command(self.spec.capture_tool, out, capture_filter=capture_filter)
+        argv = capture.capture_command(
+            self.spec.capture_tool, out, interface=interface, capture_filter=capture_filter
+        )
+        self.result["capture_interface"] = interface
         with self.blame("capture"):
             proc = self.procs.start(
                 "capture",
@@ -398,7 +477,7 @@ class InnerRunner:
             "capture_start",
             pid=proc.pid,
             tool=self.spec.capture_tool,
-            interface="lo",
+            interface=interface,
             filter=capture_filter,
         )
         return out
@@ -595,11 +674,29 @@ class InnerRunner:
                 if path.exists():
                     out.write(path.read_bytes())
         (self.parts / "traffic.pcapng").replace(self.evidence / "traffic.pcapng")
+        self.collect_extra(driver)
         self.result["counts"] = {
             "events": len(events),
             "mic_trace": dict(Counter(r["api"] for r in reads)),
             "traced_pids": sorted(attached),
         }
+
+    def collect_extra(self, driver: Driver) -> None:
+        """Copy the evidence the driver adds to the contract (exactly what it declares)."""
+        produced = driver.evidence()
+        declared = set(driver.extra_evidence)
+        if set(produced) != declared or declared & set(EVIDENCE):
+            raise SessionFailure(
+                "collect",
+                "client",
+                f"driver produced evidence {sorted(produced)}, declared {sorted(declared)}",
+            )
+        for name, path in sorted(produced.items()):
+            if not path.is_file():
+                raise SessionFailure("collect", "client", f"{name}: {path} was not written")
+            with atomic_path(self.evidence / name) as tmp:
+                shutil.copyfile(path, tmp)
+        self.result["extra_evidence"] = sorted(produced)
 
     def run(self) -> None:
         spec = self.spec
@@ -626,12 +723,14 @@ class InnerRunner:
             env=env,
             event=self.events,
             epoch_to_t=lambda e: e - self.epoch0,
+            t0=self.t0,
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         driver = get_driver(spec.driver)(ctx)
         self.driver = driver
         capture_filter = harness_filter(driver.capture_filter())
-        self.start_capture(capture_filter)
+        # a driver with an uplink (web apps) is captured there: loopback is only the harness
+        self.start_capture(capture_filter, getattr(driver, "capture_interface", "lo"))
         self.start_writer(paths)
         self.enter("client")
         with self.blame("client"):
@@ -773,7 +872,7 @@ def _versions(spec: SessionSpec) -> dict[str, str]:
         "pulseaudio": first_line(["pulseaudio", "--version"]),
         "reallymuted": pkg("reallymuted"),
     }
-    if spec.driver == "chromium":
+    if spec.driver in ("chromium", "profile", "web"):
         versions["playwright"] = pkg("playwright")
     return versions
 
@@ -809,10 +908,17 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
     On failure the manifest (with ``status: failed``) is written as ``manifest.failed.json``
     and no evidence file is left in ``outdir``; the caller decides the exit status.
     """
+    from reallymuted import hostsession  # (it imports this module)
+
+    if hostsession.runs_on_host(spec.driver):  # a Windows/macOS driver: no netns, no PulseAudio
+        return hostsession.run_host_session(spec, outdir)
     started_mono, started_epoch = time.monotonic(), time.time()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    for name in (*EVIDENCE, MANIFEST, FAILED):
+    published = EVIDENCE
+    with contextlib.suppress(ValueError):  # an unknown driver fails at preflight below
+        published = evidence_files(spec.driver)
+    for name in (*published, MANIFEST, FAILED):
         (outdir / name).unlink(missing_ok=True)
     stage = outdir / STAGE
     shutil.rmtree(stage, ignore_errors=True)
@@ -833,8 +939,10 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
     for sig in previous:
         signal.signal(sig, _interrupt)
     step = "preflight"
+    wants_uplink = False
     try:
         spec.validate()
+        wants_uplink = uplink.required(spec.driver, spec.options)  # refuses without internet
         netns.preflight(["pulseaudio", "pactl", spec.capture_tool])
         get_driver(spec.driver).check_programs()
         if not Path(spec.stimulus_path).is_file():
@@ -843,6 +951,8 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
         netns.remove_stale()
         step = "netns"
         netns.create(name)
+        if wants_uplink:
+            cleanup["uplink"] = uplink.attach(name, spec.options)
         spec_data = {**dataclasses.asdict(spec), "scratch": str(scratch)}
         write_json(stage / "spec.json", spec_data)
         step = "inner"
@@ -893,6 +1003,8 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
                 inner_proc.kill()
             inner_proc.wait()
         cleanup["killed_from_registry"] = netns.reap_registry(stage / "pids.jsonl")
+        if wants_uplink:
+            cleanup["uplink_removed"] = uplink.detach(name, cleanup.get("uplink", {}))
         cleanup["killed_in_netns"] = netns.destroy(name)
         cleanup["netns_removed"] = name not in netns.names()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -922,13 +1034,14 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
         )
     if failure is None:
         evidence = stage / "evidence"
-        for name_ in EVIDENCE:
+        published = (*EVIDENCE, *inner.get("extra_evidence", []))
+        for name_ in published:
             (evidence / name_).replace(outdir / name_)
             (outdir / name_).chmod(0o644)  # dumpcap creates its file private
-        manifest["witness_files"] = {n: (outdir / n).is_file() for n in EVIDENCE}
+        manifest["witness_files"] = {n: (outdir / n).is_file() for n in published}
         write_json(outdir / MANIFEST, manifest)  # last: its presence means "complete"
     else:
-        manifest["witness_files"] = {n: False for n in EVIDENCE}
+        manifest["witness_files"] = {n: False for n in published}
         _log_failure(stage, manifest)
         write_json(outdir / FAILED, manifest)
     shutil.rmtree(stage, ignore_errors=True)
@@ -970,7 +1083,7 @@ def _manifest(
         "status": "failed" if failure else "ok",
         "exit_status": 1 if failure else 0,
         "failure": {k: v for k, v in failure.items() if k != "traceback"} if failure else None,
-        "source": "testbed",
+        "source": _source(spec.driver),
         "app": spec.app,
         "driver": spec.driver,
         "mode": spec.mode,
@@ -990,7 +1103,7 @@ def _manifest(
         },
         "capture": {
             "tool": spec.capture_tool,
-            "interface": "lo",
+            "interface": inner.get("capture_interface", "lo"),
             "filter": inner.get("capture_filter"),
         },
         "clock": "t = seconds since start.monotonic (CLOCK_MONOTONIC); pcapng time ts is at "
@@ -1013,6 +1126,14 @@ def _manifest(
         "strays_stopped": inner.get("strays", []),
         "cleanup": dict(cleanup),
     }
+
+
+def _source(driver: str) -> str:
+    """Where the evidence comes from, as the driver declares it (``unknown`` for no driver)."""
+    try:
+        return get_driver(driver).source
+    except ValueError:
+        return "unknown"
 
 
 def _log_failure(stage: Path, manifest: Mapping[str, Any]) -> None:

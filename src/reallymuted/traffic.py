@@ -52,6 +52,22 @@ def state_traffic_stats(packets: pd.DataFrame, segments: list[Segment]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+FLOW_COLUMNS = [
+    "protocol",
+    "dst",
+    "dport",
+    "packets",
+    "bytes",
+    "first_t",
+    "last_t",
+    "states",
+    "muted_only",
+    "bursts",
+    "periodic",
+    "period_s",
+]
+
+
 def flows(packets: pd.DataFrame) -> pd.DataFrame:
     """One row per destination flow of the client: volume, when it was alive, its regularity.
 
@@ -82,7 +98,7 @@ def flows(packets: pd.DataFrame) -> pd.DataFrame:
                 "period_s": float(np.median(spacing)) if periodic else np.nan,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=FLOW_COLUMNS)
 
 
 # -- leakage: does muted, encrypted traffic still say what the microphone hears? -------------

@@ -24,6 +24,18 @@ wildcard_constraints:
     window=r"\d+",
 
 
+# Steps of a few seconds that only read small tables: under a cluster executor they run on
+# the submitting host instead of waiting for a job slot; a local run is unaffected. Snakemake
+# accepts local rules only from the workflow, not from a profile: the other cluster settings
+# are in workflow/profiles/slurm/config.yaml.
+localrules:
+    reference_verify,
+    classifier_tables,
+    classifier_dataset_sizes,
+    session_tables,
+    claims,
+
+
 def stage_on(name):
     """Whether a stage of the study is switched on in config.yaml."""
     return config["stages"].get(name, False)
@@ -115,10 +127,35 @@ def session_outputs():
 
     if not stage_on("sessions"):
         return []
-    return [
+    manifests = [
         f"{session_dir(app, mode, stimulus, rep)}/manifest.json"
         for app, mode, stimulus, rep in matrix(config["sessions"])
     ]
+    if config["sessions"]["replay"]:
+        require_replayed_evidence(manifests)
+    return manifests
+
+
+def require_replayed_evidence(manifests):
+    """Under `sessions.replay` the raw evidence is an input that no job makes: stop
+    before any job, naming every session whose files are missing, not just the first."""
+    from snakemake.exceptions import WorkflowError
+
+    from reallymuted.session import EVIDENCE, FAILED
+
+    problems = []
+    for manifest in manifests:
+        folder = Path(manifest).parent
+        names = (Path(manifest).name, *EVIDENCE)
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            failed = " (failed when captured)" if (folder / FAILED).is_file() else ""
+            problems.append(f"{folder}{failed}: missing {', '.join(missing)}")
+    if problems:
+        raise WorkflowError(
+            "sessions.replay is on, so sessions are not captured but read from results/raw/; "
+            "missing raw evidence:\n  " + "\n  ".join(problems)
+        )
 
 
 def session_files(name):
@@ -149,6 +186,67 @@ def session_analysis_outputs():
     ]
 
 
+def profile_session_files(name):
+    """One analysis file of every testbed-profile session (those with a collector log)."""
+    from reallymuted.session import apps_with_evidence, matrix
+
+    profiles = apps_with_evidence(config["sessions"], "collector.jsonl")
+    return [
+        f"results/sessions/{app}/{mode}-{stimulus}/rep{rep}/{name}"
+        for app, mode, stimulus, rep in matrix(config["sessions"])
+        if app in profiles
+    ]
+
+
+def telemetry_session_outputs():
+    """The testbed profiles' telemetry tables and values; empty without profile sessions."""
+    if not stage_on("sessions") or not profile_session_files("telemetry.csv"):
+        return []
+    return [
+        "results/tables/telemetry_sessions.csv",
+        "results/tables/telemetry_sessions_check.csv",
+        "results/values/telemetry_sessions.json",
+    ]
+
+
+def apps_outputs():
+    """The Table 2 analogue always; the per-app headline once there are testbed sessions."""
+    targets = ["results/tables/apps_platforms.csv"]
+    if stage_on("sessions"):
+        targets += [
+            "results/tables/apps_headline.csv",
+            "results/figures/apps_side_by_side.png",
+            "results/figures/apps_side_by_side.pdf",
+        ]
+    return targets
+
+
+def attack_outputs():
+    """The attack on captured telemetry: the decoded intervals, Figures 7 and 8 analogues, the
+    classifier's tables and figures, its values, and every session of the attack's apps (also
+    those with no telemetry, e.g. leak-chromium-soft). Empty when `stages.attack` is off or
+    `sessions.select` leaves the attack's telemetry apps out."""
+    from reallymuted.attack import attack_sessions
+    from reallymuted.session import matrix, session_dir
+
+    if not attack_sessions(config):
+        return []
+    figures = ["fig7_gain_vs_power", "fig8_gain_space_captured"]
+    figures += ["attack_confusion", "attack_learning_curve"]
+    tables = ["telemetry", "classifier_metrics", "confusion", "learning_curve"]
+    sessions = [
+        f"{session_dir(*key)}/manifest.json"
+        for key in matrix(config["sessions"])
+        if key[0] in config["attack"]["apps"]
+    ]
+    return [
+        *expand("results/tables/attack_{table}.csv", table=tables),
+        "results/values/attack.json",
+        *expand("results/figures/{f}.{ext}", f=figures, ext=["png", "pdf"]),
+        *sessions,
+    ]
+
+
 def get_final_output():
     """Everything `snakemake` builds by default, stage by stage."""
     targets = []
@@ -158,5 +256,8 @@ def get_final_output():
         targets += classifier_outputs()
     targets += session_outputs()
     targets += session_analysis_outputs()
+    targets += telemetry_session_outputs()
+    targets += apps_outputs()
+    targets += attack_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]
     return targets

@@ -35,31 +35,36 @@ rule session_stimulus:
         "../../scripts/session_stimulus.py"
 
 
-rule session:
-    input:
-        stimulus="results/stimuli/{stimulus}.wav",
-        code=lambda wildcards: instrument_code(
-            SESSIONS["apps"][wildcards.app]["driver"]
-        ),
-    output:
-        manifest=f"{SESSION_DIR}/manifest.json",
-        events=f"{SESSION_DIR}/events.jsonl",
-        traffic=f"{SESSION_DIR}/traffic.pcapng",
-        mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
-        client_log=f"{SESSION_DIR}/client.log",
-    log:
-        "logs/sessions/{app}/{mode}-{stimulus}/rep{rep}.log",
-    wildcard_constraints:
-        app=name_pattern(SESSIONS["apps"]),
-        mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
-        stimulus=name_pattern(SESSIONS["stimuli"]),
-        rep=r"\d+",
-    conda:
-        TESTBED_ENV
-    threads: 2
-    resources:
-        testbed_session=1,
-    params:
-        sessions=lambda wildcards: rule_params(SESSIONS, wildcards.app),
-    script:
-        "../../scripts/session_run.py"
+# With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) nothing is captured:
+# this rule is not defined, and the raw evidence already in results/raw/ is a plain input of
+# extraction (common.smk stops the run if a session of the matrix is missing there).
+if not SESSIONS["replay"]:
+
+    rule session:
+        input:
+            stimulus="results/stimuli/{stimulus}.wav",
+            code=lambda wildcards: instrument_code(
+                SESSIONS["apps"][wildcards.app]["driver"]
+            ),
+        output:
+            manifest=f"{SESSION_DIR}/manifest.json",
+            events=f"{SESSION_DIR}/events.jsonl",
+            traffic=f"{SESSION_DIR}/traffic.pcapng",
+            mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
+            client_log=f"{SESSION_DIR}/client.log",
+        log:
+            "logs/sessions/{app}/{mode}-{stimulus}/rep{rep}.log",
+        wildcard_constraints:
+            app=name_pattern(SESSIONS["apps"]),
+            mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
+            stimulus=name_pattern(SESSIONS["stimuli"]),
+            rep=r"\d+",
+        conda:
+            TESTBED_ENV
+        threads: 2
+        resources:
+            testbed_session=1,
+        params:
+            sessions=lambda wildcards: rule_params(SESSIONS, wildcards.app),
+        script:
+            "../../scripts/session_run.py"

@@ -34,6 +34,10 @@ REGISTRY = {
     "chromium": "reallymuted.drivers.chromium:ChromiumDriver",
     "baresip": "reallymuted.drivers.baresip:BaresipDriver",
     "linphone": "reallymuted.drivers.linphone:LinphoneDriver",
+    "profile": "reallymuted.drivers.profile:ProfileDriver",
+    "native-windows": "reallymuted.drivers.native:WindowsDriver",
+    "native-macos": "reallymuted.drivers.native:MacDriver",
+    "web": "reallymuted.drivers.web:WebAppDriver",
 }
 
 
@@ -54,6 +58,7 @@ class SessionContext:
     env: Mapping[str, str]  # base environment: PULSE_SERVER of the private daemon, etc.
     event: Callable[..., float]  # event(name, **fields) -> t, on the session clock
     epoch_to_t: Callable[[float], float] = field(default=lambda e: e)  # wall clock -> t
+    t0: float = 0.0  # the session clock's origin on CLOCK_MONOTONIC (t = monotonic - t0)
 
 
 class Driver(ABC):
@@ -61,6 +66,12 @@ class Driver(ABC):
 
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
+    # Where the evidence comes from (DESIGN.md, "drivers and sources"): the manifest's and
+    # every table's `source` column.
+    source: ClassVar[str] = "testbed"
+    # Evidence files this driver adds to the contract's four (see reallymuted.session);
+    # `evidence()` says where each one is once the client has stopped.
+    extra_evidence: ClassVar[tuple[str, ...]] = ()
     programs: ClassVar[tuple[str, ...]] = ()  # executables that must exist
     # Substrings of the command lines of the client's processes that cannot open an audio
     # device (sandboxed renderers…): not traced, to keep attach time down. Each skip is on
@@ -138,6 +149,10 @@ class Driver(ABC):
     @abstractmethod
     def leave(self) -> dict[str, Any]:
         """Leave the meeting or call; return extra fields for the ``leave`` event."""
+
+    def evidence(self) -> dict[str, Path]:
+        """Each of ``extra_evidence`` -> the file holding it (called after ``stop``)."""
+        return {}
 
     def poll(self) -> None:  # noqa: B027 (optional step)
         """Called about every 100 ms during the schedule (drivers may log client events)."""

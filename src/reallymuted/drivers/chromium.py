@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reallymuted.drivers import Driver, DriverError, wait_for_exec
 
@@ -65,6 +65,7 @@ class ChromiumDriver(Driver):
     # Renderers and the GPU process are sandboxed from devices (capture happens in the
     # browser's audio service); zygotes only fork. Every other process is traced.
     trace_skip = ("--type=renderer", "--type=gpu-process", "--type=zygote")
+    extra_flags: ClassVar[tuple[str, ...]] = ()  # a subclass's additions to FLAGS
 
     @classmethod
     def version(cls, options: Mapping[str, Any]) -> str:
@@ -108,7 +109,7 @@ class ChromiumDriver(Driver):
     def start(self) -> None:
         self._serve_page()
         profile = self.ctx.workdir / "chromium-profile"
-        argv = [BINARY, *FLAGS, f"--user-data-dir={profile}"]
+        argv = [BINARY, *FLAGS, *self.extra_flags, f"--user-data-dir={profile}"]
         # Opening the meeting page at launch lets it load while Playwright connects.
         argv += [f"--remote-debugging-port={self.cdp_port}", self.page_url]
         # TMPDIR: Chromium's singleton socket and shared-memory files go to the session's

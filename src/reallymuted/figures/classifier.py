@@ -15,7 +15,12 @@ from reallymuted.figures import PALETTE, save, source_footer
 
 # The paper's figure number of each window length's confusion matrix.
 CONFUSION_FIGURES = {3: 12, 5: 13, 7: 9, 10: 14}
-SPLIT_TITLES = {"dev": "development set", "eval1": "evaluation set 1", "eval2": "evaluation set 2"}
+SPLIT_TITLES = {
+    "dev": "development set",
+    "eval1": "evaluation set 1",
+    "eval2": "evaluation set 2",
+    "heldout": "held-out recordings (pooled over folds)",  # captured telemetry, reallymuted.attack
+}
 PROJECTIONS = [("mean", "max"), ("mean", "min"), ("max", "min")]
 
 
@@ -33,12 +38,18 @@ def plot_gain_space(
     outputs: list[str | Path],
     splits: Mapping[str, Sequence[str]] | None = None,
     seed: int = 0,
+    unit: str = "minutes",
+    title: str | None = None,
+    footer: str | None = None,
 ) -> None:
     """Figure 8 analogue: every minute as a point in (mean, max, min) gain space, one row per
     split and one 2-D projection per column, coloured by activity.
 
     Gains are integers, so points are jittered by up to ±0.35 (seeded, hence identical on
     rerun) to show how many minutes share a value; class medians are drawn as large markers.
+    Captured telemetry (:mod:`reallymuted.figures.attack`) passes its own ``unit`` (its
+    intervals may be shorter than a minute), ``title`` and ``footer``; a table with a
+    ``group`` column counts its groups as the recordings.
     """
     rng = np.random.default_rng(seed)
     codes = [c for c in names if c in set(minutes.activity)]
@@ -77,9 +88,9 @@ def plot_gain_space(
             ax.set_ylabel(f"{y} gain")
             if split == split_order[-1]:
                 ax.set_xlabel(f"{x} gain")
+        recordings = part["group" if "group" in part.columns else "recording_id"].nunique()
         row[0].set_title(
-            f"{_split_title(split, splits)}: {len(part):,} minutes, "
-            f"{part.recording_id.nunique()} recordings",
+            f"{_split_title(split, splits)}: {len(part):,} {unit}, {recordings} recordings",
             loc="left",
         )
     handles = [
@@ -87,7 +98,8 @@ def plot_gain_space(
         for c in codes
     ]
     fig.suptitle(
-        "Figure 8 analogue: activities in (mean, max, min) gain space "
+        title
+        or "Figure 8 analogue: activities in (mean, max, min) gain space "
         "(one point per minute of Webex telemetry; large markers = class medians)"
     )
     fig.tight_layout(rect=(0, 0.02, 1, 0.95))
@@ -98,7 +110,9 @@ def plot_gain_space(
         ncol=len(codes),
         frameon=False,
     )
-    source_footer(fig, f"source: {minutes.source.iloc[0]} (authors' released per-minute gains)")
+    source_footer(
+        fig, footer or f"source: {minutes.source.iloc[0]} (authors' released per-minute gains)"
+    )
     save(fig, outputs)
 
 
@@ -110,10 +124,14 @@ def plot_confusion(
     outputs: list[str | Path],
     splits: Mapping[str, Sequence[str]] | None = None,
     eval_sets: Sequence[str] = ("eval1", "eval2"),
+    unit: str = "minutes",
+    prefix: str | None = None,
+    footer: str | None = None,
 ) -> None:
     """Figures 9, 12, 13, 14 analogues: row-normalised confusion matrices of the model selected
     for one window length (on grouped validation, never on these sets), evaluation sets side
-    by side; each cell prints its share in percent."""
+    by side; each cell prints its share in percent. Captured telemetry passes its own
+    ``unit`` of the window, title ``prefix`` and ``footer``."""
     chosen = select_models(metrics[metrics.window == window]).iloc[0]
     model, source = chosen.model, chosen.source
     part = confusion[(confusion.window == window) & (confusion.model == model)]
@@ -153,15 +171,17 @@ def plot_confusion(
             fontsize=10,
         )
     number = CONFUSION_FIGURES.get(window)
-    prefix = f"Figure {number} analogue: " if number else ""
+    if prefix is None:
+        prefix = f"Figure {number} analogue: " if number else ""
     fig.suptitle(
         f"{prefix}confusion matrices (% of each true activity), model {model}, "
-        f"n = {window} minutes, source {source}"
+        f"n = {window} {unit}, source {source}"
     )
     fig.tight_layout()
     source_footer(
         fig,
-        f"source: {source}; trained on the development set only; model chosen on a "
+        footer
+        or f"source: {source}; trained on the development set only; model chosen on a "
         "recording-grouped validation split",
     )
     save(fig, outputs)

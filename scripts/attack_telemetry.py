@@ -1,0 +1,21 @@
+"""Rule attack_telemetry: the attack's sessions -> decoded intervals with input dB(A), minutes."""
+
+from reallymuted import attack
+from reallymuted.io import log_to_file
+
+log_to_file(snakemake.log[0])
+attack.telemetry_to_files(
+    [
+        {"dir": d, "telemetry": t, "stimulus": w, "spec": snakemake.params.specs[name]}
+        for d, t, w, name in zip(
+            snakemake.params.dirs,
+            snakemake.input.telemetry,
+            snakemake.input.stimuli,
+            snakemake.params.stimuli,
+            strict=True,
+        )
+    ],
+    snakemake.params.classes,
+    snakemake.params.windows,
+    dict(snakemake.output.items()),
+)

@@ -1,0 +1,14 @@
+"""Rule attack_window: the classifier on captured telemetry for one window length n."""
+
+from reallymuted import attack
+from reallymuted.io import log_to_file
+
+log_to_file(snakemake.log[0])
+attack.window_to_files(
+    snakemake.input.minutes,
+    int(snakemake.wildcards.window),
+    snakemake.params.settings,
+    dict(snakemake.output.items()),
+    labels=snakemake.params.labels,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,88 @@
+"""The ten apps side by side: what each source of evidence shows while muted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from reallymuted.figures import PALETTE, save, source_footer
+
+
+def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """One row per app: the measured model's muted mic reads and traffic, and its data leak.
+
+    Only ``testbed-profile`` rows carry numbers here (the other sources did not run on this
+    machine); each row's label says it is a model, and unmeasured apps are marked as such.
+    """
+    apps = list(dict.fromkeys(table.app))
+    names = table.drop_duplicates("app").set_index("app").app_name
+    measured = table[(table.status == "measured") & (table.source == "testbed-profile")]
+    measured = measured.drop_duplicates("app").set_index("app")
+    y = np.arange(len(apps))
+    fig, (reads, packets, leak) = plt.subplots(
+        1,
+        3,
+        figsize=(12, 0.5 * len(apps) + 1.8),
+        sharey=True,
+        gridspec_kw={"width_ratios": [1.2, 1, 0.6]},
+    )
+    labels = []
+    for app in apps:
+        model = measured.measured_as.get(app, "")
+        model = model.split(" ")[1] if model.startswith("model ") else "no profile / not run"
+        labels.append(f"{names[app]}\n(model: {model})")
+    height = 0.38
+    os_share = [measured.muted_read_share_os.get(a, np.nan) for a in apps]
+    app_share = [measured.muted_read_share_app.get(a, np.nan) for a in apps]
+    reads.barh(y - height / 2, os_share, height, color=PALETTE[0], label="OS witness")
+    reads.barh(y + height / 2, app_share, height, color=PALETTE[1], label="app witness")
+    reads.set_xlim(0, 1.05)
+    reads.set_xlabel("share of real time the mic was read while muted")
+    reads.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    reads.set_yticks(y, labels, fontsize=8)
+    reads.invert_yaxis()
+
+    rates = [measured.muted_packets_per_s.get(a, np.nan) for a in apps]
+    packets.barh(y, rates, 0.6, color=PALETTE[2])
+    packets.set_xlabel("packets/s sent while muted")
+
+    leak.set_xlim(0, 1)
+    leak.set_xticks([])
+    leak.set_title("audio-derived data leaving\nwhile muted", fontsize=9)
+    for yi, app in zip(y, apps, strict=True):
+        if app in measured.index:
+            verdict = measured.audio_derived_data_leaving[app]
+            colour = PALETTE[3] if verdict == "yes" else "0.35"
+            leak.text(0.05, yi, verdict, va="center", color=colour, fontweight="bold")
+        else:
+            status = table[table.app == app].status.iloc[0]
+            leak.text(0.05, yi, status.split(":")[0], va="center", color="0.5", fontsize=8)
+    for ax in (reads, packets):
+        for yi, app in zip(y, apps, strict=True):
+            if app not in measured.index:
+                ax.text(
+                    0.02,
+                    yi,
+                    "not measured",
+                    va="center",
+                    fontsize=7,
+                    color="0.5",
+                    transform=ax.get_yaxis_transform(),
+                )
+    fig.suptitle(
+        "The ten apps, as modelled by their testbed profiles (models of each app's published "
+        "mute behaviour, not the apps)",
+        x=0.01,
+        ha="left",
+        fontsize=10,
+    )
+    source_footer(
+        fig,
+        "source: testbed-profile; native and web drivers not run on this machine "
+        "(see results/tables/apps_headline.csv)",
+    )
+    fig.tight_layout()
+    save(fig, outputs)

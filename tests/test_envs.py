@@ -1,0 +1,262 @@
+"""The environments agree: conda envs, pip pins, Debian packages, and the rules that use them.
+
+Three lists name the versions the study runs with: ``requirements.txt`` (pip, installed by
+``make setup``), ``envs/*.yaml`` (conda environments per rule family, for ``--sdm conda``)
+and ``envs/apt.txt`` + ``envs/apt-cluster.txt`` (Debian package names; their versions are
+recorded in ``envs/apt.lock``, because a ``name=version`` pin in the install list would stop
+``make setup`` working on a fresh Debian 12 as soon as the mirror moves on to a security
+update). These tests fail when the lists drift apart or from what this machine has installed,
+and when a rule's code imports a package its conda environment does not pin.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reallymuted.artifact import APT_LISTS, installed_debian_versions, read_package_list
+
+REPO = Path(__file__).resolve().parents[1]
+ENVS = sorted((REPO / "envs").glob("*.yaml"))
+
+
+def normalise(name: str) -> str:
+    """PEP 503 name: `PyYAML` and `pyyaml`, `scikit_learn` and `scikit-learn` are one."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep, f"requirements.txt: {line!r} is not pinned with =="
+            pins[normalise(name)] = version
+    return pins
+
+
+def env_pins(path: Path) -> tuple[dict[str, str], list[str]]:
+    """(pip pins, conda dependencies) of a conda environment file."""
+    env = yaml.safe_load(path.read_text())
+    pins: dict[str, str] = {}
+    conda: list[str] = []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for line in dep.get("pip", []):
+                name, sep, version = line.partition("==")
+                assert sep, f"{path.name}: pip entry {line!r} is not pinned with =="
+                pins[normalise(name)] = version
+        else:
+            conda.append(dep)
+    return pins, conda
+
+
+def apt_lock() -> dict[str, str]:
+    lock = {}
+    for line in (REPO / "envs/apt.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("=")
+            assert sep, f"envs/apt.lock: {line!r} is not name=version"
+            lock[name] = version
+    return lock
+
+
+# --- pip and conda ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.name)
+def test_conda_env_pins_match_requirements(env: Path) -> None:
+    pins, conda = env_pins(env)
+    required = requirement_pins()
+    assert pins, f"{env.name} pins no pip package"
+    unknown = sorted(set(pins) - set(required))
+    assert not unknown, f"{env.name} pins packages requirements.txt does not: {unknown}"
+    differ = {n: (v, required[n]) for n, v in pins.items() if required[n] != v}
+    assert not differ, f"{env.name} vs requirements.txt (env, requirements): {differ}"
+    python = next(d for d in conda if d.startswith("python="))
+    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}", (
+        f"{env.name} asks for {python}, the venv runs {sys.version.split()[0]}"
+    )
+
+
+def test_venv_matches_requirements() -> None:
+    """What `make setup` installed is what requirements.txt pins (no drift by hand)."""
+    installed = {normalise(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    differ = {
+        name: (version, installed.get(name))
+        for name, version in requirement_pins().items()
+        if installed.get(name) != version
+    }
+    assert not differ, f"requirements.txt vs the venv (pinned, installed): {differ}"
+
+
+# --- Debian ----------------------------------------------------------------------------------
+
+
+def test_apt_lock_names_every_listed_package() -> None:
+    listed = [n for name in APT_LISTS for n in read_package_list(REPO / name)]
+    assert len(listed) == len(set(listed)), f"a package is listed twice: {sorted(listed)}"
+    assert sorted(listed) == sorted(apt_lock()), (
+        "envs/apt.lock and envs/apt*.txt name different packages; regenerate the lock with "
+        "`.venv/bin/python -m reallymuted.artifact apt-lock > envs/apt.lock`"
+    )
+
+
+def test_installed_debian_packages_match_the_lock() -> None:
+    """`make setup` packages must be installed at the locked version; the cluster's packages
+    are checked when installed (scripts/slurm-cluster.sh installs them on first use)."""
+    if sys.platform != "linux" or not Path("/usr/bin/dpkg-query").exists():
+        pytest.skip("not a Debian machine")
+    lock = apt_lock()
+    setup = set(read_package_list(REPO / "envs/apt.txt"))
+    installed = installed_debian_versions(lock)
+    missing = sorted(n for n in setup if installed[n] is None)
+    assert not missing, f"not installed (run `make setup`): {missing}"
+    differ = {n: (v, installed[n]) for n, v in lock.items() if installed[n] not in (None, v)}
+    assert not differ, (
+        f"installed versions differ from envs/apt.lock (locked, installed): {differ}; after a "
+        "deliberate upgrade, regenerate the lock: "
+        "`.venv/bin/python -m reallymuted.artifact apt-lock > envs/apt.lock`"
+    )
+
+
+def test_programs_the_testbed_calls_come_from_listed_packages() -> None:
+    """Each program a driver or the session runner needs belongs to a package of apt.txt."""
+    if not Path("/usr/bin/dpkg").exists():
+        pytest.skip("not a Debian machine")
+    import shutil
+    import subprocess
+
+    from reallymuted.drivers import get_driver
+
+    listed = set(read_package_list(REPO / "envs/apt.txt"))
+    programs = {"ip", "pulseaudio", "pactl", "dumpcap", "tshark"}
+    for driver in ("control", "chromium", "baresip", "linphone"):
+        programs |= set(get_driver(driver).programs)
+    unlisted = {}
+    for program in sorted(programs):
+        path = shutil.which(program)
+        assert path, f"{program} is not installed (run `make setup`)"
+        owner = subprocess.run(
+            ["dpkg", "-S", str(Path(path).resolve())], capture_output=True, text=True
+        )
+        owners = {o.strip() for o in owner.stdout.split(":", 1)[0].split(",")}
+        if owner.returncode == 0 and not owners & listed:
+            # A dependency of a listed package (dumpcap: wireshark-common of tshark) is fine.
+            depends = subprocess.run(
+                ["apt-cache", "rdepends", "--installed", *owners], capture_output=True, text=True
+            ).stdout
+            if not any(f" {name}\n" in depends + "\n" for name in listed):
+                unlisted[program] = sorted(owners)
+    assert not unlisted, f"programs from packages missing in envs/apt.txt: {unlisted}"
+
+
+# --- rules and their conda environments ------------------------------------------------------
+
+RULE = re.compile(r"^(?P<indent>[ ]*)rule (?P<name>\w+):\n", re.M)
+USE_RULE = re.compile(r"^[ ]*use rule (?P<base>\w+) as (?P<name>\w+)", re.M)
+
+
+def rules() -> dict[str, dict[str, str | None]]:
+    """name -> {conda, script} of every rule in the workflow's files (its body's directives)."""
+    constants = dict(
+        re.findall(
+            r'^(\w+_ENV) = "([^"]+)"', (REPO / "workflow/rules/common.smk").read_text(), re.M
+        )
+    )
+    found: dict[str, dict[str, str | None]] = {}
+    for path in [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]:
+        text = path.read_text()
+        matches = list(RULE.finditer(text))
+        for i, match in enumerate(matches):
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            body = text[match.end() : end]
+            conda = re.search(r"^\s+conda:\s*\n\s+(\S+)", body, re.M)
+            script = re.search(r'^\s+script:\s*\n\s+"([^"]+)"', body, re.M)
+            norun = not re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M)
+            env = conda.group(1).strip('"') if conda else None
+            found[match["name"]] = {
+                "conda": constants.get(env, env),
+                "script": script.group(1) if script else None,
+                "norun": "yes" if norun else None,
+                "file": str(path.relative_to(REPO)),
+            }
+        for use in USE_RULE.finditer(text):  # `use rule a as b` inherits a's directives
+            found[use["name"]] = {**found[use["base"]], "file": str(path.relative_to(REPO))}
+    return found
+
+
+def test_every_rule_that_runs_code_has_a_conda_env() -> None:
+    found = rules()
+    assert {"session", "claims", "classifier_window"} <= set(found), sorted(found)
+    missing = sorted(n for n, r in found.items() if not r["norun"] and not r["conda"])
+    assert not missing, f"rules without `conda:` (so --sdm conda cannot run them): {missing}"
+    for name, rule in found.items():
+        if rule["conda"]:
+            env = (REPO / "workflow/rules" / rule["conda"]).resolve()
+            assert env.is_file(), f"rule {name}: conda env {rule['conda']} does not exist"
+
+
+def imported_distributions(script: Path) -> dict[str, set[str]]:
+    """Third-party distributions a script imports, following the package's own modules
+    (``reallymuted.*``) transitively; value: the modules that import it."""
+    distributions = metadata.packages_distributions()
+    src = REPO / "src"
+    seen: set[Path] = set()
+    todo = [script]
+    used: dict[str, set[str]] = {}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "reallymuted":
+                    base = src / Path(*name.split("."))
+                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                        if candidate.is_file():
+                            todo.append(candidate)
+                elif top not in sys.stdlib_module_names and top != "snakemake":
+                    for dist in distributions.get(top, [top]):
+                        used.setdefault(normalise(dist), set()).add(path.name)
+    return used
+
+
+# Imported somewhere in a rule's code but never on that rule's path, with the reason.
+NOT_ON_PATH = {
+    # drivers.profile subclasses the Chromium driver, which imports playwright only when it
+    # starts a browser (a capture); the telemetry analyses only read the profile's constants.
+    ("analysis.yaml", "playwright"): "imported by Driver.start of drivers.chromium only",
+}
+
+
+def test_each_rules_env_pins_what_its_code_imports() -> None:
+    """Under --sdm conda a rule runs in its env alone: everything its script imports (also
+    lazily, inside functions: threadpoolctl, scipy are imported that way and used) must be
+    pinned there. `snakemake` itself is put on the script's path by Snakemake."""
+    problems = []
+    for name, rule in sorted(rules().items()):
+        if not rule["script"] or not rule["conda"]:
+            continue
+        script = (REPO / "workflow/rules" / rule["script"]).resolve()
+        env = (REPO / "workflow/rules" / rule["conda"]).resolve()
+        pins, _ = env_pins(env)
+        for dist, where in sorted(imported_distributions(script).items()):
+            if dist not in pins and (env.name, dist) not in NOT_ON_PATH:
+                problems.append(f"rule {name} ({env.name}): {dist} imported by {sorted(where)}")
+    assert not problems, "not pinned in the rule's conda env:\n  " + "\n  ".join(problems)

@@ -1,0 +1,236 @@
+# The paper's attack on telemetry this project captures (stage `attack`; reallymuted.attack).
+# The `attack` section's activity stimuli are sessions of the study matrix (the config loader
+# adds them to sessions.stimuli), so the `session`, `extract_session` and `telemetry_session`
+# rules capture and decode them like any other; here: the stimuli themselves, the decoded
+# intervals with their input level, the Figure 7 and 8 analogues, and the reference
+# classifier's code cross-validated over recordings, beside the reference results.
+from reallymuted.attack import attack_sessions, interval_seconds
+from reallymuted.session import session_dir
+
+ATTACK_STIMULI = {
+    name: spec
+    for name, spec in SESSIONS["stimuli"].items()
+    if (spec or {}).get("kind") == "activity"
+}
+ATTACK_SESSIONS = attack_sessions(config)
+
+
+# An activity stimulus from a directory of real recordings depends on its file, which the
+# generic stimulus rule does not know about.
+if ATTACK_STIMULI:
+
+    rule attack_stimulus:
+        input:
+            code=package_code("stimuli"),
+            recording=lambda wildcards: [
+                p for p in [ATTACK_STIMULI[wildcards.stimulus].get("path")] if p
+            ],
+        output:
+            "results/stimuli/{stimulus}.wav",
+        log:
+            "logs/stimuli/{stimulus}.log",
+        wildcard_constraints:
+            stimulus=name_pattern(ATTACK_STIMULI),
+        conda:
+            TESTBED_ENV
+        params:
+            spec=lambda wildcards: ATTACK_STIMULI[wildcards.stimulus],
+        script:
+            "../../scripts/session_stimulus.py"
+
+    ruleorder: attack_stimulus > session_stimulus
+
+
+if ATTACK_SESSIONS:
+    ATTACK_DIRS = [session_dir(*key) for key in ATTACK_SESSIONS]
+    ATTACK_TABLES = [
+        d.replace("results/raw/", "results/sessions/", 1) for d in ATTACK_DIRS
+    ]
+    ATTACK_WINDOWS = config["attack"]["classifier"]["windows"]
+    ATTACK_INTERVAL_S = interval_seconds(config)
+    ATTACK_CLASSES = config["classifier"]["classes"]
+    ATTACK_LABELS = [c["code"] for c in ATTACK_CLASSES]
+
+    rule attack_telemetry:
+        input:
+            manifests=[f"{d}/manifest.json" for d in ATTACK_DIRS],
+            mic_traces=[f"{d}/mic_trace.jsonl" for d in ATTACK_DIRS],
+            telemetry=[f"{d}/telemetry.csv" for d in ATTACK_TABLES],
+            stimuli=[f"results/stimuli/{key[2]}.wav" for key in ATTACK_SESSIONS],
+            code=package_code("attack", "telemetry_sessions", "classifier"),
+        output:
+            table=report(
+                "results/tables/attack_telemetry.csv",
+                caption="../report/attack_telemetry.rst",
+                category="Attack on captured telemetry",
+            ),
+            minutes="results/attack/minutes.csv",
+            values="results/attack/telemetry_values.json",
+        log:
+            "logs/attack/telemetry.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            dirs=ATTACK_DIRS,
+            stimuli=[key[2] for key in ATTACK_SESSIONS],
+            specs={key[2]: ATTACK_STIMULI[key[2]] for key in ATTACK_SESSIONS},
+            classes=ATTACK_CLASSES,
+            windows=ATTACK_WINDOWS,
+        script:
+            "../../scripts/attack_telemetry.py"
+
+    rule attack_window:
+        input:
+            code=package_code("attack", "classifier"),
+            minutes="results/attack/minutes.csv",
+        output:
+            metrics="results/attack/n{window}/metrics.csv",
+            confusion="results/attack/n{window}/confusion.csv",
+            grid="results/attack/n{window}/grid.csv",
+            folds="results/attack/n{window}/folds.csv",
+        log:
+            "logs/attack/n{window}.log",
+        conda:
+            ANALYSIS_ENV
+        threads: 1
+        resources:
+            runtime=10,
+            mem_mb=1000,
+        params:
+            settings={
+                **{k: config["classifier"][k] for k in CLASSIFIER_WINDOW_KEYS},
+                "models": config["attack"]["classifier"]["models"],
+            },
+            labels=ATTACK_LABELS,
+        script:
+            "../../scripts/attack_window.py"
+
+    rule attack_tables:
+        input:
+            code=package_code("attack", "classifier"),
+            metrics=expand(
+                "results/attack/n{window}/metrics.csv", window=ATTACK_WINDOWS
+            ),
+            confusion=expand(
+                "results/attack/n{window}/confusion.csv", window=ATTACK_WINDOWS
+            ),
+            folds=expand("results/attack/n{window}/folds.csv", window=ATTACK_WINDOWS),
+            values="results/attack/telemetry_values.json",
+            reference=(
+                ["results/tables/classifier_metrics.csv"]
+                if stage_on("reference")
+                else []
+            ),
+        output:
+            metrics=report(
+                "results/tables/attack_classifier_metrics.csv",
+                caption="../report/attack_classifier_metrics.rst",
+                category="Attack on captured telemetry",
+            ),
+            confusion="results/tables/attack_confusion.csv",
+            curve=report(
+                "results/tables/attack_learning_curve.csv",
+                caption="../report/attack_learning_curve_table.rst",
+                category="Attack on captured telemetry",
+            ),
+            values="results/values/attack.json",
+        log:
+            "logs/attack/tables.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            interval_s=ATTACK_INTERVAL_S,
+        script:
+            "../../scripts/attack_tables.py"
+
+    rule attack_fig7:
+        input:
+            code=package_code("figures.__init__", "figures.attack"),
+            table="results/tables/attack_telemetry.csv",
+            values="results/attack/telemetry_values.json",
+        output:
+            png=report(
+                "results/figures/fig7_gain_vs_power.png",
+                caption="../report/fig7_gain_vs_power.rst",
+                category="Attack on captured telemetry",
+            ),
+            pdf="results/figures/fig7_gain_vs_power.pdf",
+        log:
+            "logs/figures/fig7_gain_vs_power.log",
+        conda:
+            ANALYSIS_ENV
+        script:
+            "../../scripts/attack_fig7_gain_vs_power.py"
+
+    rule attack_fig8:
+        input:
+            code=package_code(
+                "figures.__init__", "figures.attack", "figures.classifier"
+            ),
+            minutes="results/attack/minutes.csv",
+        output:
+            png=report(
+                "results/figures/fig8_gain_space_captured.png",
+                caption="../report/fig8_gain_space_captured.rst",
+                category="Attack on captured telemetry",
+            ),
+            pdf="results/figures/fig8_gain_space_captured.pdf",
+        log:
+            "logs/figures/fig8_gain_space_captured.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            classes=ATTACK_CLASSES,
+            interval_s=ATTACK_INTERVAL_S,
+            seed=config["classifier"]["seed"],
+        script:
+            "../../scripts/attack_fig8_gain_space.py"
+
+    rule attack_confusion_figure:
+        input:
+            code=package_code(
+                "figures.__init__", "figures.attack", "figures.classifier"
+            ),
+            metrics="results/tables/attack_classifier_metrics.csv",
+            confusion="results/tables/attack_confusion.csv",
+        output:
+            png=report(
+                "results/figures/attack_confusion.png",
+                caption="../report/attack_confusion.rst",
+                category="Attack on captured telemetry",
+            ),
+            pdf="results/figures/attack_confusion.pdf",
+        log:
+            "logs/figures/attack_confusion.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            window=max(ATTACK_WINDOWS),
+            classes=ATTACK_CLASSES,
+            interval_s=ATTACK_INTERVAL_S,
+        script:
+            "../../scripts/attack_confusion_figure.py"
+
+    rule attack_learning_curve_figure:
+        input:
+            code=package_code("figures.__init__", "figures.attack"),
+            curve="results/tables/attack_learning_curve.csv",
+        output:
+            png=report(
+                "results/figures/attack_learning_curve.png",
+                caption="../report/attack_learning_curve.rst",
+                category="Attack on captured telemetry",
+            ),
+            pdf="results/figures/attack_learning_curve.pdf",
+        log:
+            "logs/figures/attack_learning_curve.log",
+        conda:
+            ANALYSIS_ENV
+        script:
+            "../../scripts/attack_learning_curve_figure.py"
+
+
+# `snakemake -c2 attack`: the attack alone (its sessions, tables, figures and values).
+rule attack:
+    input:
+        attack_outputs(),

@@ -1,0 +1,78 @@
+# Testbed profiles (driver `profile`, source testbed-profile): their sessions publish one more
+# evidence file, the telemetry collector's log (collector.jsonl); then, per session, the
+# telemetry records are decoded from the capture (pyshark) and matched one to one with the
+# collector's log, and the study gets its telemetry tables and named values.
+from reallymuted.session import apps_with_evidence
+
+PROFILE_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
+
+
+# The `session` rule with the extra evidence file declared: a profile session's job owns
+# collector.jsonl, other apps' sessions never have one. (Under `sessions.replay` nothing is
+# captured and collector.jsonl, like the rest of the raw evidence, is already there.) Defined
+# only when profile apps are configured: an empty app constraint would match every app.
+if PROFILE_APPS and not SESSIONS["replay"]:
+
+    use rule session as profile_session with:
+        output:
+            manifest=f"{SESSION_DIR}/manifest.json",
+            events=f"{SESSION_DIR}/events.jsonl",
+            traffic=f"{SESSION_DIR}/traffic.pcapng",
+            mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
+            client_log=f"{SESSION_DIR}/client.log",
+            collector=f"{SESSION_DIR}/collector.jsonl",
+        wildcard_constraints:
+            app=name_pattern(PROFILE_APPS),
+            mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
+            stimulus=name_pattern(SESSIONS["stimuli"]),
+            rep=r"\d+",
+
+    ruleorder: profile_session > session
+
+
+if PROFILE_APPS:
+
+    rule telemetry_session:
+        input:
+            manifest=f"{SESSION_DIR}/manifest.json",
+            events=f"{SESSION_DIR}/events.jsonl",
+            traffic=f"{SESSION_DIR}/traffic.pcapng",
+            mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
+            collector=f"{SESSION_DIR}/collector.jsonl",
+            packets=f"{SESSION_TABLES}/packets.parquet",
+            code=package_code("telemetry", "telemetry_sessions", "collector"),
+        output:
+            table=f"{SESSION_TABLES}/telemetry.csv",
+            check=f"{SESSION_TABLES}/telemetry_check.json",
+        log:
+            "logs/telemetry/{app}/{mode}-{stimulus}/rep{rep}.log",
+        wildcard_constraints:
+            app=name_pattern(PROFILE_APPS),
+        conda:
+            ANALYSIS_ENV
+        script:
+            "../../scripts/telemetry_session.py"
+
+    rule telemetry_sessions_tables:
+        input:
+            tables=lambda wildcards: profile_session_files("telemetry.csv"),
+            checks=lambda wildcards: profile_session_files("telemetry_check.json"),
+            code=package_code("telemetry_sessions"),
+        output:
+            table=report(
+                "results/tables/telemetry_sessions.csv",
+                caption="../report/telemetry_sessions.rst",
+                category="Testbed profiles",
+            ),
+            check=report(
+                "results/tables/telemetry_sessions_check.csv",
+                caption="../report/telemetry_sessions_check.rst",
+                category="Testbed profiles",
+            ),
+            values="results/values/telemetry_sessions.json",
+        log:
+            "logs/telemetry/sessions_tables.log",
+        conda:
+            ANALYSIS_ENV
+        script:
+            "../../scripts/telemetry_sessions_tables.py"
