@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted import attack, classifier, extract
+from reallymuted import attack, classifier, extract, traffic
 from reallymuted import telemetry_sessions as ts
 from reallymuted.config import load_yaml, validate_config
 from reallymuted.session import SessionSpec, run_session
@@ -274,7 +274,7 @@ def near_and_far(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     sessions = copy.deepcopy(config["sessions"])
     sessions["apps"]["attack-webex"]["schedule"] = [{"state": "muted", "seconds": 8}]
     folder = tmp_path_factory.mktemp("attack")
-    out = {}
+    out: dict = {"sessions": {}}
     for distance in (100, 10):
         name = f"vc1d{distance}"
         spec = {**config["sessions"]["stimuli"]["vc1d25"], "distance_cm": distance}
@@ -292,12 +292,14 @@ def near_and_far(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         out[distance] = attack.session_rows(
             session, folder / f"{name}.csv", wav, spec, attack.ACTIVITIES
         )
+        out["sessions"][distance] = (session, folder / f"{name}.parquet", spec)
     return out
 
 
 @pytest.mark.testbed
 def test_attack_session_gains_match_the_collector_and_the_fed_samples(near_and_far) -> None:
-    for distance, table in near_and_far.items():
+    for distance in (100, 10):
+        table = near_and_far[distance]
         assert len(table) >= 2, f"{distance} cm: records while muted"
         assert table.matched.all() and (table.state == "muted").all()
         assert table.frame.notna().all() and table.collector_line.notna().all()
@@ -305,9 +307,12 @@ def test_attack_session_gains_match_the_collector_and_the_fed_samples(near_and_f
         assert (table.stimulus_source == "synthetic").all()
         assert (table.input_seconds > 1.9).all(), "the microphone was fed throughout"
         # the gain model on the samples fed explains what the page posted
-        for column in ("max", "mean", "min"):
+        # max and min are single blocks: the tens of ms between a tick's write and the page's
+        # hearing it can move an extreme block across an interval edge (seen: 3 once in ~10
+        # runs); the mean of a hundred blocks hardly moves
+        for column, tolerance in (("max", 3), ("mean", 2), ("min", 3)):
             error = (table[f"audio_{column}_gain"] - table[f"model_{column}_gain"]).abs()
-            assert error.max() <= 2, (distance, column)
+            assert error.max() <= tolerance, (distance, column)
 
 
 @pytest.mark.testbed
@@ -317,3 +322,24 @@ def test_attack_gains_rise_with_the_attenuation_removed(near_and_far) -> None:
     rise = near.audio_mean_gain.mean() - far.audio_mean_gain.mean()
     assert 17 <= rise <= 21, f"mean gain rose by {rise:.1f} for 20 dB"
     assert near.audio_min_gain.min() > far.audio_max_gain.max(), "no overlap at all"
+
+
+@pytest.mark.testbed
+def test_leakage_windows_of_real_sessions(near_and_far, tmp_path: Path) -> None:
+    """The leakage test's windows of the two captured sessions: cut inside muted time, labelled
+    with what was played, one group for one recording at both distances; one recording is not
+    enough to test, and the table says so rather than inventing an accuracy."""
+    dirs, packets, specs = zip(*near_and_far["sessions"].values(), strict=True)
+    outputs = {"windows": tmp_path / "windows.csv", "table": tmp_path / "leakage.csv"}
+    table = traffic.leakage_to_files(
+        dirs, packets, specs, 2.0, seed=1, bootstrap=100, outputs=outputs
+    )
+    windows = pd.read_csv(outputs["windows"])
+    per_session = windows.groupby("distance_cm").size()
+    assert per_session.between(3, 4).all(), "8 s muted -> three or four whole 2-s windows"
+    assert set(windows.group) == {"vc1"} and set(windows.distance_cm) == {10, 100}
+    assert (windows.packets > 0).all(), "the profile's telemetry posts go on while muted"
+    assert list(table.app) == ["attack-webex"] and list(table.mute_mode) == ["app"]
+    assert table.verdict.iloc[0] == "not enough recordings or activities to test"
+    assert table.accuracy.isna().all()
+    assert pd.read_csv(outputs["table"]).columns.tolist() == traffic.LEAKAGE_COLUMNS

@@ -242,6 +242,9 @@ NOT_ON_PATH = {
     # drivers.profile subclasses the Chromium driver, which imports playwright only when it
     # starts a browser (a capture); the telemetry analyses only read the profile's constants.
     ("analysis.yaml", "playwright"): "imported by Driver.start of drivers.chromium only",
+    # attack.attack_sessions builds the study matrix (session.matrix, whose module starts
+    # host sessions with Frida); only the workflow's own process (common.smk) calls it.
+    ("analysis.yaml", "frida"): "imported by hostsession.HostSession, reached via session.matrix",
 }
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from reallymuted import extract, netns
 from reallymuted.drivers.control import Policy
-from reallymuted.io import read_jsonl
+from reallymuted.io import read_jsonl, sha256_file
 from reallymuted.micpolicy import PolicyLabel, PolicyParams, label_policy
 from reallymuted.session import (
     EVIDENCE,
@@ -38,7 +38,7 @@ from reallymuted.session import (
     session_dir,
     summarise,
 )
-from reallymuted.stimuli import make_stimulus, sha256
+from reallymuted.stimuli import make_stimulus
 
 OS_API = "os:pipe-source"
 
@@ -122,7 +122,7 @@ def assert_contract(out: Path, manifest: dict, events: list[dict], tone: Path) -
     assert sorted(p.name for p in out.iterdir()) == sorted([*EVIDENCE, MANIFEST])
     assert manifest["status"] == "ok" and manifest["exit_status"] == 0
     assert manifest["source"] == "testbed"
-    assert manifest["stimulus"]["sha256"] == sha256(tone)
+    assert manifest["stimulus"]["sha256"] == sha256_file(tone)
     assert set(manifest["versions"]) >= {"app", "os", "tshark", "frida", "python"}
     assert all(manifest["witness_files"].values())
     assert manifest["start"]["epoch"] == manifest["start_epoch"]

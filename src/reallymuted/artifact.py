@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import platform
 import shutil
@@ -56,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from reallymuted.io import sha256_file
 
 TOP = "reallymuted-artifact"
 MANIFEST = "MANIFEST.json"
@@ -85,14 +86,6 @@ class ArtifactError(RuntimeError):
 
 
 # --- small helpers --------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_repo() -> Path:

@@ -53,8 +53,8 @@ import soundfile as sf
 
 from reallymuted import classifier
 from reallymuted.extract import load_manifest
-from reallymuted.io import DataError, read_jsonl, write_csv, write_json
-from reallymuted.stimuli import ACTIVITIES, sha256
+from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
+from reallymuted.stimuli import ACTIVITIES
 from reallymuted.telemetry_sessions import frame_gain, pearson
 
 log = logging.getLogger(__name__)
@@ -215,14 +215,17 @@ def telemetry_apps(config: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def attack_sessions(config: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+def attack_sessions(
+    config: Mapping[str, Any], telemetry_only: bool = True
+) -> list[tuple[str, str, str, int]]:
     """(app, mode, stimulus, rep) of every telemetry session of the attack in the study matrix
-    (none when the stage is off or ``sessions.select`` leaves the attack's apps out)."""
+    (none when the stage is off or ``sessions.select`` leaves the attack's apps out); with
+    ``telemetry_only=False`` the sessions of every attack app (the leakage test's)."""
     from reallymuted.session import matrix
 
     if not config["stages"].get("attack"):
         return []
-    apps = set(telemetry_apps(config))
+    apps = set(telemetry_apps(config) if telemetry_only else config["attack"]["apps"])
     stimuli = config["sessions"]["stimuli"]
     return [
         key
@@ -255,7 +258,7 @@ def activity_names(config_classes: Sequence[Mapping[str, Any]]) -> dict[str, str
 
 def read_stimulus(path: str | Path, expected_sha256: str | None) -> np.ndarray:
     """The stimulus WAV as fractions of full scale; it must be the one the session played."""
-    if expected_sha256 and sha256(path) != expected_sha256:
+    if expected_sha256 and sha256_file(path) != expected_sha256:
         raise DataError(
             f"{path}: sha256 differs from the session manifest's stimulus: the WAV changed "
             "since the session ran (rerun the session)"

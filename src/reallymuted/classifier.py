@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -392,9 +393,12 @@ def random_window_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 
     Windows that share minutes with a training window land in validation, so this split
     measures memory of a recording rather than generalisation; kept only for comparison.
+    A small set (captured telemetry) still gets at least one window of each class held out:
+    the share is rounded up as scikit-learn rounds it, and raised to the number of classes.
     """
     index = np.arange(len(y))
-    train, val = train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
+    size = max(math.ceil(fraction * len(y)), len(set(y)))
+    train, val = train_test_split(index, test_size=size, stratify=y, random_state=seed)
     return np.sort(train), np.sort(val)
 
 

@@ -57,7 +57,7 @@ from typing import Any
 
 from reallymuted import capture
 from reallymuted.drivers import Driver, SessionContext, get_driver
-from reallymuted.io import atomic_path, write_json
+from reallymuted.io import atomic_path, sha256_file, write_json
 from reallymuted.netns import ProcessSet
 
 log = logging.getLogger("reallymuted.hostsession")
@@ -638,7 +638,6 @@ def host_manifest(
     spec: Any, result: Mapping[str, Any], failure: Mapping[str, Any] | None, versions: Mapping
 ) -> dict[str, Any]:
     """The manifest of a host session: the testbed's keys, ``source: native``."""
-    from reallymuted.stimuli import sha256
 
     t0_epoch = result.get("t0_epoch")
     start = end = None
@@ -653,7 +652,7 @@ def host_manifest(
             }
     stimulus = {"name": spec.stimulus, "path": spec.stimulus_path, "sha256": None}
     with contextlib.suppress(OSError):
-        stimulus["sha256"] = sha256(spec.stimulus_path)
+        stimulus["sha256"] = sha256_file(spec.stimulus_path)
     capture_info = result.get("capture") or {
         "interface": spec.options.get("interface"),
         "filter": spec.options.get("capture_filter"),

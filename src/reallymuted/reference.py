@@ -6,7 +6,6 @@ missing or altered file; the error names the file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from reallymuted.io import DataError, write_csv
+from reallymuted.io import DataError, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +39,6 @@ def read_checksums(path: str | Path) -> dict[str, str]:
             raise DataError(f"{path}:{number}: not a sha256sum line: {line!r}")
         sums[name.removeprefix("./")] = digest
     return sums
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate(reference_config: dict[str, Any], repo_root: str | Path) -> ReferenceLocation:

@@ -114,8 +114,7 @@ from typing import Any
 
 from reallymuted import audio, capture, netns, uplink
 from reallymuted.drivers import Driver, SessionContext, get_driver
-from reallymuted.io import atomic_path, read_jsonl, write_json
-from reallymuted.stimuli import sha256
+from reallymuted.io import atomic_path, read_jsonl, sha256_file, write_json
 
 log = logging.getLogger("reallymuted.session")
 
@@ -1077,7 +1076,7 @@ def _manifest(
             }
     stimulus = {"name": spec.stimulus, "path": spec.stimulus_path, "sha256": None}
     with contextlib.suppress(OSError):
-        stimulus["sha256"] = sha256(spec.stimulus_path)
+        stimulus["sha256"] = sha256_file(spec.stimulus_path)
     return {
         "schema": SCHEMA,
         "status": "failed" if failure else "ok",

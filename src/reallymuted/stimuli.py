@@ -62,7 +62,6 @@ through the file's sha256).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import tempfile
@@ -75,7 +74,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from reallymuted.io import atomic_path
+from reallymuted.io import atomic_path, sha256_file
 
 RATE = 48000
 
@@ -182,15 +181,7 @@ def make_stimulus(spec: Mapping[str, Any], out: str | Path) -> str:
         )
     with atomic_path(out) as tmp:
         sf.write(str(tmp), y.astype(np.float64), RATE, subtype="PCM_16", format="WAV")
-    return sha256(out)
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(out)
 
 
 # --- activity stimuli (the attack) ------------------------------------------------------

@@ -129,12 +129,18 @@ def pcap_posts(pcap: str | Path, port: int) -> list[dict[str, Any]]:
 
     pyshark (tshark's JSON with raw bytes) in this process, closed before returning: the
     frame is the one that completed the request (its time is when the record was on the
-    wire in full).
+    wire in full). pyshark replaces the process's asyncio child watcher with one bound to its
+    own loop, which it closes; the previous watcher is put back, or a later asyncio
+    subprocess in this process (Playwright starting Chromium) fails with "child watcher is
+    not activated".
     """
+    import asyncio
+
     import pyshark
 
     if not Path(pcap).is_file():
         raise DataError(f"{pcap}: capture file missing")
+    watcher = asyncio.get_child_watcher()
     capture = pyshark.FileCapture(
         str(pcap),
         display_filter=f'tcp.dstport == {port} && http.request.method == "POST"',
@@ -167,6 +173,7 @@ def pcap_posts(pcap: str | Path, port: int) -> list[dict[str, Any]]:
             )
     finally:
         capture.close()
+        asyncio.set_child_watcher(watcher)
     return posts
 
 

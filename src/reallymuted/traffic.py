@@ -6,10 +6,17 @@ client sent are counted when the direction is known.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from reallymuted.extract import Segment
+
+log = logging.getLogger(__name__)
 
 DIGITAL_SILENCE_RMS = 1.0  # G.711 payload RMS at or under this is silence (mu-law 0xFF = 0)
 
@@ -215,3 +222,119 @@ def leakage_test(
         "uniform_chance": 1 / result["activities"],
         "verdict": verdict,
     }
+
+
+LEAKAGE_COLUMNS = [
+    "source",
+    "app",
+    "mute_mode",
+    "stimulus_source",
+    "window_s",
+    "windows",
+    "recordings",
+    "activities",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "chance",
+    "uniform_chance",
+    "verdict",
+]
+
+
+def session_windows(
+    session_dir: str | Path,
+    packets_path: str | Path,
+    stimulus: Mapping[str, Any],
+    window_s: float,
+) -> pd.DataFrame:
+    """The muted traffic windows of one activity session, labelled with what was played.
+
+    A recording's windows share one ``group`` at every distance, so the leakage test never
+    judges a recording by a model that heard it at another distance.
+    """
+    from reallymuted import extract
+    from reallymuted.io import read_jsonl
+    from reallymuted.micpolicy import session_keys
+
+    manifest = extract.load_manifest(session_dir)
+    segments = extract.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
+    windows = window_features(pd.read_parquet(packets_path), segments, window_s)
+    keys = session_keys(manifest)
+    labels = {
+        "source": keys["source"],
+        "app": keys["app"],
+        "mute_mode": keys["mute_mode"],
+        "stimulus": keys["stimulus"],
+        "rep": keys["rep"],
+        "activity": stimulus["activity"],
+        "recording": int(stimulus["recording"]),
+        "distance_cm": int(stimulus["distance_cm"]),
+        "stimulus_source": stimulus.get("source", "synthetic"),
+        "group": f"{stimulus['activity']}{int(stimulus['recording'])}",
+        "window_s": float(window_s),
+    }
+    for column, value in reversed(labels.items()):
+        windows.insert(0, column, value)
+    return windows
+
+
+def leakage_table(windows: pd.DataFrame, seed: int, bootstrap: int = 1000) -> pd.DataFrame:
+    """One :func:`leakage_test` row per source, app and mute mode."""
+    rows = []
+    keys = ["source", "app", "mute_mode"]
+    for (source, app, mode), part in windows.groupby(keys, sort=True):
+        result = leakage_test(
+            part[WINDOW_FEATURES], part.activity, part.group, seed=seed, bootstrap=bootstrap
+        )
+        rows.append(
+            {
+                "source": source,
+                "app": app,
+                "mute_mode": mode,
+                "stimulus_source": " ".join(sorted(set(part.stimulus_source))),
+                "window_s": float(part.window_s.iloc[0]),
+                **result,
+            }
+        )
+    return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
+
+
+def leakage_to_files(
+    session_dirs: Sequence[str | Path],
+    packet_paths: Sequence[str | Path],
+    stimuli: Sequence[Mapping[str, Any]],
+    window_s: float,
+    seed: int,
+    bootstrap: int,
+    outputs: Mapping[str, str | Path],
+) -> pd.DataFrame:
+    """Rule attack_leakage: every session's windows (``outputs['windows']``) and the test per
+    app and mute mode (``outputs['table']``)."""
+    from reallymuted.io import write_csv
+
+    parts = [
+        session_windows(d, p, s, window_s)
+        for d, p, s in zip(session_dirs, packet_paths, stimuli, strict=True)
+    ]
+    windows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    table = (
+        leakage_table(windows, seed, bootstrap)
+        if len(windows)
+        else pd.DataFrame(columns=LEAKAGE_COLUMNS)
+    )
+    log.info("leakage: %d windows from %d sessions", len(windows), len(parts))
+    for row in table.itertuples():
+        log.info(
+            "%s %s: accuracy %.3f [%.3f, %.3f] vs chance %.3f: %s",
+            row.app,
+            row.mute_mode,
+            row.accuracy,
+            row.ci_low,
+            row.ci_high,
+            row.chance,
+            row.verdict,
+        )
+    write_csv(outputs["windows"], windows)
+    write_csv(outputs["table"], table)
+    return table

@@ -230,6 +230,62 @@ if ATTACK_SESSIONS:
             "../../scripts/attack_learning_curve_figure.py"
 
 
+LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False)
+
+
+# Not in the paper: can an on-path observer of the encrypted muted traffic (sizes and timing
+# only) tell the background activity? One test per attack app and mute mode.
+if LEAKAGE_SESSIONS:
+    LEAKAGE_DIRS = [session_dir(*key) for key in LEAKAGE_SESSIONS]
+
+    rule attack_leakage:
+        input:
+            manifests=[f"{d}/manifest.json" for d in LEAKAGE_DIRS],
+            events=[f"{d}/events.jsonl" for d in LEAKAGE_DIRS],
+            packets=[
+                d.replace("results/raw/", "results/sessions/", 1) + "/packets.parquet"
+                for d in LEAKAGE_DIRS
+            ],
+            code=package_code("traffic", "micpolicy"),
+        output:
+            table=report(
+                "results/tables/leakage.csv",
+                caption="../report/leakage_table.rst",
+                category="Attack on captured telemetry",
+            ),
+            windows="results/attack/leakage_windows.csv",
+        log:
+            "logs/attack/leakage.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            dirs=LEAKAGE_DIRS,
+            stimuli=[ATTACK_STIMULI[key[2]] for key in LEAKAGE_SESSIONS],
+            window_s=config["attack"]["leakage"]["window_s"],
+            bootstrap=config["attack"]["leakage"]["bootstrap"],
+            seed=config["classifier"]["seed"],
+        script:
+            "../../scripts/attack_leakage.py"
+
+    rule attack_leakage_figure:
+        input:
+            code=package_code("figures.__init__", "figures.attack"),
+            table="results/tables/leakage.csv",
+        output:
+            png=report(
+                "results/figures/leakage.png",
+                caption="../report/leakage.rst",
+                category="Attack on captured telemetry",
+            ),
+            pdf="results/figures/leakage.pdf",
+        log:
+            "logs/figures/leakage.log",
+        conda:
+            ANALYSIS_ENV
+        script:
+            "../../scripts/attack_leakage_figure.py"
+
+
 # `snakemake -c2 attack`: the attack alone (its sessions, tables, figures and values).
 rule attack:
     input:

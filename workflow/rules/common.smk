@@ -87,6 +87,8 @@ def claims_value_files():
         stems += ["userstudy", "telemetry_reference", "classifier_reference"]
     if stage_on("sessions"):
         stems += ["testbed"]
+    if "results/values/attack.json" in attack_outputs():
+        stems += ["attack"]
     return expand("results/values/{stem}.json", stem=stems)
 
 
@@ -223,28 +225,23 @@ def apps_outputs():
 
 def attack_outputs():
     """The attack on captured telemetry: the decoded intervals, Figures 7 and 8 analogues, the
-    classifier's tables and figures, its values, and every session of the attack's apps (also
-    those with no telemetry, e.g. leak-chromium-soft). Empty when `stages.attack` is off or
-    `sessions.select` leaves the attack's telemetry apps out."""
+    classifier's tables and figures and its values (when the attack's telemetry apps are in
+    the matrix), and the leakage test on the muted traffic of every attack app. Empty when
+    `stages.attack` is off or `sessions.select` leaves the attack's apps out."""
     from reallymuted.attack import attack_sessions
-    from reallymuted.session import matrix, session_dir
 
-    if not attack_sessions(config):
-        return []
-    figures = ["fig7_gain_vs_power", "fig8_gain_space_captured"]
-    figures += ["attack_confusion", "attack_learning_curve"]
-    tables = ["telemetry", "classifier_metrics", "confusion", "learning_curve"]
-    sessions = [
-        f"{session_dir(*key)}/manifest.json"
-        for key in matrix(config["sessions"])
-        if key[0] in config["attack"]["apps"]
-    ]
-    return [
-        *expand("results/tables/attack_{table}.csv", table=tables),
-        "results/values/attack.json",
-        *expand("results/figures/{f}.{ext}", f=figures, ext=["png", "pdf"]),
-        *sessions,
-    ]
+    targets = []
+    if attack_sessions(config):
+        figures = ["fig7_gain_vs_power", "fig8_gain_space_captured"]
+        figures += ["attack_confusion", "attack_learning_curve"]
+        tables = ["telemetry", "classifier_metrics", "confusion", "learning_curve"]
+        targets += expand("results/tables/attack_{table}.csv", table=tables)
+        targets += ["results/values/attack.json"]
+        targets += expand("results/figures/{f}.{ext}", f=figures, ext=["png", "pdf"])
+    if attack_sessions(config, telemetry_only=False):
+        targets += ["results/tables/leakage.csv"]
+        targets += expand("results/figures/leakage.{ext}", ext=["png", "pdf"])
+    return targets
 
 
 def get_final_output():

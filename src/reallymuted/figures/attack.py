@@ -23,12 +23,10 @@ def _interval_words(interval_s: float) -> str:
 
 
 def _footer(stimulus_source: str, interval_s: float, extra: str = "") -> str:
-    synthetic = "synthetic" in stimulus_source
-    text = f"source: {SOURCE} (the webex-2021 testbed profile, not Webex); "
-    text += f"stimulus_source: {stimulus_source}"
-    text += " (procedural sounds, not the paper's videos)" if synthetic else ""
-    text += f"; one telemetry record per {interval_s:g} s"
-    return text + (f"; {extra}" if extra else "")
+    """The evidence behind a figure, in one short line (the caption says the rest)."""
+    synthetic = " (procedural, not the paper's videos)" if "synthetic" in stimulus_source else ""
+    text = f"source: {SOURCE} (webex-2021 profile, not Webex); stimuli: {stimulus_source}"
+    return f"{text}{synthetic}; 1 record per {interval_s:g} s" + (f"; {extra}" if extra else "")
 
 
 def plot_gain_vs_power(
@@ -65,7 +63,7 @@ def plot_gain_vs_power(
         f"distances {'/'.join(str(d) for d in sorted(set(muted.distance_cm)))} cm",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     stimulus_source = " ".join(sorted(set(muted.stimulus_source))) or "none"
     source_footer(fig, _footer(stimulus_source, interval_s))
     save(fig, outputs)
@@ -95,6 +93,7 @@ def plot_gain_space_captured(
         title="Figure 8 analogue on captured telemetry: activities in (mean, max, min) gain "
         f"space (one point per {words.rstrip('s')}; large markers = class medians)",
         footer=_footer(stimulus_source, interval_s),
+        point_size=14,
     )
 
 
@@ -118,12 +117,7 @@ def plot_attack_confusion(
         eval_sets=(HELDOUT,),
         unit=_interval_words(interval_s),
         prefix="Captured telemetry: ",
-        footer=_footer(
-            stimulus_source,
-            interval_s,
-            "cross-validated over recordings (each fold holds one recording of every activity "
-            "out); model chosen on a recording-grouped validation split inside each fold",
-        ),
+        footer=_footer(stimulus_source, interval_s),
     )
 
 
@@ -178,9 +172,9 @@ def plot_learning_curve(curve: pd.DataFrame, outputs: list[str | Path]) -> None:
             ),
             fontsize=10,
         )
-        ax.legend(frameon=False, fontsize=8, loc="lower right")
+        ax.legend(frameon=False, fontsize=8, loc="lower right", bbox_to_anchor=(1, 0.22))
     fig.suptitle("Learning curve: macro accuracy vs time observed, captured beside reference")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     interval = float(captured.interval_s.iloc[0]) if len(captured) else 60.0
     stimulus = captured.stimulus_source.iloc[0] if len(captured) else "none"
     source_footer(
@@ -241,3 +235,42 @@ def confusion_figure(
 def learning_curve_figure(curve_path: str | Path, outputs: list[str | Path]) -> None:
     """Rule attack_learning_curve_figure."""
     plot_learning_curve(pd.read_csv(curve_path), outputs)
+
+
+def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
+    """Accuracy of telling the activity from muted encrypted traffic, per app and mute mode:
+    the point with its 95 % recording-bootstrap interval, beside the majority-guess chance
+    (grey bar) and 1/activities (dotted). Rows the test could not run on are named, not drawn."""
+    rows = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.2, 1.6 + 0.55 * max(len(rows), 1)))
+    labels = []
+    for i, row in rows.iterrows():
+        labels.append(f"{row.app}\n{row.mute_mode} ({row.source})")
+        if pd.isna(row.accuracy):
+            ax.text(0.02, i, str(row.verdict), va="center", fontsize=8)
+            continue
+        ax.barh(i, row.chance, color="0.85", height=0.6, label="chance" if i == 0 else None)
+        ax.plot([row.uniform_chance] * 2, [i - 0.3, i + 0.3], ls=":", color="0.3")
+        ax.errorbar(
+            row.accuracy,
+            i,
+            xerr=[[row.accuracy - row.ci_low], [row.ci_high - row.accuracy]],
+            fmt="o",
+            color=PALETTE[0] if str(row.verdict).startswith("leaks") else PALETTE[1],
+            capsize=3,
+        )
+        ax.text(min(row.ci_high + 0.02, 0.8), i, str(row.verdict), va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy of telling the activity from packet sizes and timing (muted)")
+    ax.set_title("Leakage beyond telemetry: muted encrypted traffic vs background activity")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    windows = ", ".join(f"{w:g}" for w in sorted(set(rows.window_s))) if len(rows) else "-"
+    stimuli = " ".join(sorted(set(rows.stimulus_source))) if len(rows) else "none"
+    source_footer(
+        fig,
+        f"grey: majority-guess chance; dotted: 1/activities; bars: 95 % bootstrap over "
+        f"recordings; {windows}-s windows; stimuli: {stimuli}",
+    )
+    save(fig, outputs)

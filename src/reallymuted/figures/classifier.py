@@ -3,6 +3,7 @@ come from reallymuted.classifier's tables)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def plot_gain_space(
     unit: str = "minutes",
     title: str | None = None,
     footer: str | None = None,
+    point_size: float = 3.0,
 ) -> None:
     """Figure 8 analogue: every minute as a point in (mean, max, min) gain space, one row per
     split and one 2-D projection per column, coloured by activity.
@@ -48,8 +50,9 @@ def plot_gain_space(
     Gains are integers, so points are jittered by up to ±0.35 (seeded, hence identical on
     rerun) to show how many minutes share a value; class medians are drawn as large markers.
     Captured telemetry (:mod:`reallymuted.figures.attack`) passes its own ``unit`` (its
-    intervals may be shorter than a minute), ``title`` and ``footer``; a table with a
-    ``group`` column counts its groups as the recordings.
+    intervals may be shorter than a minute), ``title``, ``footer`` and a larger
+    ``point_size`` (it has a hundred points, not thousands); a table with a ``group`` column
+    counts its groups as the recordings.
     """
     rng = np.random.default_rng(seed)
     codes = [c for c in names if c in set(minutes.activity)]
@@ -71,7 +74,7 @@ def plot_gain_space(
                 pts = part[part.activity == code]
                 jx = pts[x].to_numpy(float) + rng.uniform(-0.35, 0.35, len(pts))
                 jy = pts[y].to_numpy(float) + rng.uniform(-0.35, 0.35, len(pts))
-                ax.scatter(jx, jy, s=3, alpha=0.35, color=colours[code], linewidths=0)
+                ax.scatter(jx, jy, s=point_size, alpha=0.35, color=colours[code], linewidths=0)
                 if len(pts):
                     ax.scatter(
                         pts[x].median(),
@@ -173,10 +176,11 @@ def plot_confusion(
     number = CONFUSION_FIGURES.get(window)
     if prefix is None:
         prefix = f"Figure {number} analogue: " if number else ""
-    fig.suptitle(
+    title = (
         f"{prefix}confusion matrices (% of each true activity), model {model}, "
         f"n = {window} {unit}, source {source}"
     )
+    fig.suptitle(textwrap.fill(title, width=round(16 * 6.2 * len(eval_sets))))
     fig.tight_layout()
     source_footer(
         fig,
