@@ -422,6 +422,14 @@ def test_a_process_killed_mid_session_fails_it_cleanly(
     assert failed["cleanup"]["netns_removed"]
     assert "session FAILED" in (tmp_path / "session.log").read_text()
 
+    # The workflow's retry: a new attempt in the same folder keeps the failed one and says so.
+    manifest = run_session(control_spec(tone, "stops", [("unmuted", 1), ("muted", 1)]), out)
+    assert manifest["status"] == "ok"
+    assert [a["failure"]["component"] for a in manifest["failed_attempts"]] == [victim]
+    kept = out / manifest["failed_attempts"][0]["file"]
+    assert json.loads(kept.read_text())["failure"] == failed["failure"]
+    assert not (out / FAILED).exists()
+
 
 def test_not_root_is_a_clear_failure(tone: Path, tmp_path: Path, monkeypatch) -> None:
     """Without root the supervisor stops at preflight, says why, and starts nothing."""
@@ -472,7 +480,8 @@ def test_a_killed_session_fails_alone_and_a_rerun_redoes_only_it(
     import yaml
 
     config = yaml.safe_load((repo_root / "config.yaml").read_text())
-    config["stages"] = {"reference": False, "sessions": True}
+    config["stages"] = {"reference": False, "sessions": True, "attack": False}
+    config["sessions"]["retries"] = 0  # the path where the workflow gives up on a session
     config["sessions"]["schedule"] = [
         {"state": "unmuted", "seconds": 3},
         {"state": "muted", "seconds": 3},

@@ -917,6 +917,9 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
     published = EVIDENCE
     with contextlib.suppress(ValueError):  # an unknown driver fails at preflight below
         published = evidence_files(spec.driver)
+    # A retry (the workflow reruns a failed session once) keeps the failed attempt's manifest
+    # beside the new evidence, and the new manifest lists it: a retried session says so.
+    failed_attempts = _keep_failed_attempt(outdir)
     for name in (*published, MANIFEST, FAILED):
         (outdir / name).unlink(missing_ok=True)
     stage = outdir / STAGE
@@ -1031,6 +1034,7 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
             teardown_s=round(ended_mono - leave_abs, 3),
             overhead_s=round((ended_mono - started_mono) - (inner["leave_t"] - inner["join_t"]), 3),
         )
+    manifest["failed_attempts"] = failed_attempts
     if failure is None:
         evidence = stage / "evidence"
         published = (*EVIDENCE, *inner.get("extra_evidence", []))
@@ -1045,6 +1049,30 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
         write_json(outdir / FAILED, manifest)
     shutil.rmtree(stage, ignore_errors=True)
     return manifest
+
+
+ATTEMPTS = "failed-attempts"
+
+
+def _keep_failed_attempt(outdir: Path) -> list[dict[str, Any]]:
+    """Move a failed attempt's manifest to ``failed-attempts/`` and return every kept one's
+    file, start time and failure (oldest first)."""
+    failed = outdir / FAILED
+    folder = outdir / ATTEMPTS
+    if failed.is_file():
+        folder.mkdir(exist_ok=True)
+        failed.replace(folder / f"attempt-{len(list(folder.glob('attempt-*.json'))) + 1}.json")
+    kept = []
+    for path in sorted(folder.glob("attempt-*.json")) if folder.is_dir() else []:
+        data = _read_json(path) or {}
+        kept.append(
+            {
+                "file": f"{ATTEMPTS}/{path.name}",
+                "start_utc": (data.get("start") or {}).get("utc"),
+                "failure": data.get("failure"),
+            }
+        )
+    return kept
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -59,6 +59,7 @@ if not SESSIONS["replay"]:
             mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
             stimulus=name_pattern(SESSIONS["stimuli"]),
             rep=r"\d+",
+        retries: SESSIONS["retries"]
         conda:
             TESTBED_ENV
         threads: 2
