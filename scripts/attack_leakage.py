@@ -11,5 +11,6 @@ traffic.leakage_to_files(
     snakemake.params.window_s,
     snakemake.params.seed,
     snakemake.params.bootstrap,
+    snakemake.params.permutations,
     dict(snakemake.output.items()),
 )

@@ -332,7 +332,7 @@ def test_leakage_windows_of_real_sessions(near_and_far, tmp_path: Path) -> None:
     dirs, packets, specs = zip(*near_and_far["sessions"].values(), strict=True)
     outputs = {"windows": tmp_path / "windows.csv", "table": tmp_path / "leakage.csv"}
     table = traffic.leakage_to_files(
-        dirs, packets, specs, 2.0, seed=1, bootstrap=100, outputs=outputs
+        dirs, packets, specs, 2.0, seed=1, bootstrap=100, permutations=19, outputs=outputs
     )
     windows = pd.read_csv(outputs["windows"])
     per_session = windows.groupby("distance_cm").size()

@@ -158,68 +158,78 @@ def window_features(
     return pd.DataFrame(rows, columns=["start", *WINDOW_FEATURES])
 
 
+def _grouped_cv_accuracy(
+    x: np.ndarray, y: np.ndarray, g: np.ndarray, seed: int, trees: int
+) -> np.ndarray:
+    """Per-window hits of a random forest under recording-grouped cross-validation."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GroupKFold
+
+    predicted = np.empty(len(y), dtype=object)
+    for train, test in GroupKFold(n_splits=min(5, len(np.unique(g)))).split(x, y, g):
+        model = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
+        predicted[test] = model.fit(x[train], y[train]).predict(x[test])
+    return predicted == y
+
+
 def leakage_test(
     features: pd.DataFrame,
     labels: pd.Series,
     groups: pd.Series,
     seed: int,
     bootstrap: int = 1000,
+    permutations: int = 100,
+    trees: int = 50,
 ) -> dict[str, float | int | str]:
     """Accuracy of telling the background activity from traffic windows, against chance.
 
     Cross-validation leaves whole recordings out (grouped), so a window is never judged by a
     model that saw its own recording. The 95 % interval resamples recordings, not windows
-    (windows of one recording are not independent). Chance is the accuracy of always guessing
-    the most frequent activity of the training folds, under the same splits.
+    (windows of one recording are not independent). Chance is measured, not assumed: the same
+    cross-validation with the activities shuffled among the recordings (a recording keeps one
+    label), ``permutations`` times; its mean and 95th percentile are the chance level, and the
+    share of shuffles scoring at least the real accuracy is the p-value. (Guessing the training
+    folds' majority is no chance level here: leaving a recording out makes its activity the
+    minority, so that guess scores near 0.)
     """
-    from sklearn.dummy import DummyClassifier
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import GroupKFold
-
     y = labels.to_numpy()
     g = groups.to_numpy()
     x = features[WINDOW_FEATURES].to_numpy(dtype=float)
-    n_groups = len(np.unique(g))
+    unique = np.unique(g)
     result: dict[str, float | int | str] = {
         "windows": len(y),
-        "recordings": n_groups,
+        "recordings": len(unique),
         "activities": len(np.unique(y)),
     }
-    if n_groups < 2 or len(np.unique(y)) < 2:
+    if len(unique) < 2 or len(np.unique(y)) < 2:
         return {**result, "verdict": "not enough recordings or activities to test"}
-    folds = GroupKFold(n_splits=min(5, n_groups))
-    predicted = np.empty(len(y), dtype=object)
-    baseline = np.empty(len(y), dtype=object)
-    for train, test in folds.split(x, y, g):
-        model = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
-        model.fit(x[train], y[train])
-        predicted[test] = model.predict(x[test])
-        dummy = DummyClassifier(strategy="most_frequent").fit(x[train], y[train])
-        baseline[test] = dummy.predict(x[test])
-    correct = predicted == y
-    chance_hits = baseline == y
+    correct = _grouped_cv_accuracy(x, y, g, seed, trees)
+    accuracy = float(correct.mean())
     rng = np.random.default_rng(seed)
-    unique = np.unique(g)
     by_group = {k: np.flatnonzero(g == k) for k in unique}
+    label_of = {k: y[index[0]] for k, index in by_group.items()}
+    null = []
+    for _ in range(permutations):
+        shuffled = dict(zip(unique, rng.permutation([label_of[k] for k in unique]), strict=True))
+        null.append(_grouped_cv_accuracy(x, np.array([shuffled[k] for k in g]), g, seed, trees))
+    null_accuracy = np.array([hits.mean() for hits in null])
     draws = []
     for _ in range(bootstrap):
         picked = rng.choice(unique, size=len(unique), replace=True)
-        index = np.concatenate([by_group[k] for k in picked])
-        draws.append(correct[index].mean())
+        draws.append(correct[np.concatenate([by_group[k] for k in picked])].mean())
     low, high = np.quantile(draws, [0.025, 0.975])
-    accuracy, chance = float(correct.mean()), float(chance_hits.mean())
-    verdict = (
-        "leaks: above chance"
-        if low > max(chance, 1 / result["activities"])
-        else "no evidence of leakage"
-    )
+    p_value = float((1 + np.sum(null_accuracy >= accuracy)) / (1 + permutations))
+    verdict = "leaks: above chance" if p_value < 0.05 else "no evidence of leakage"
     return {
         **result,
         "accuracy": accuracy,
         "ci_low": float(low),
         "ci_high": float(high),
-        "chance": chance,
+        "chance": float(null_accuracy.mean()),
+        "chance_high": float(np.quantile(null_accuracy, 0.95)),
+        "p_value": p_value,
         "uniform_chance": 1 / result["activities"],
+        "permutations": permutations,
         "verdict": verdict,
     }
 
@@ -237,7 +247,10 @@ LEAKAGE_COLUMNS = [
     "ci_low",
     "ci_high",
     "chance",
+    "chance_high",
+    "p_value",
     "uniform_chance",
+    "permutations",
     "verdict",
 ]
 
@@ -279,13 +292,20 @@ def session_windows(
     return windows
 
 
-def leakage_table(windows: pd.DataFrame, seed: int, bootstrap: int = 1000) -> pd.DataFrame:
+def leakage_table(
+    windows: pd.DataFrame, seed: int, bootstrap: int = 1000, permutations: int = 100
+) -> pd.DataFrame:
     """One :func:`leakage_test` row per source, app and mute mode."""
     rows = []
     keys = ["source", "app", "mute_mode"]
     for (source, app, mode), part in windows.groupby(keys, sort=True):
         result = leakage_test(
-            part[WINDOW_FEATURES], part.activity, part.group, seed=seed, bootstrap=bootstrap
+            part[WINDOW_FEATURES],
+            part.activity,
+            part.group,
+            seed=seed,
+            bootstrap=bootstrap,
+            permutations=permutations,
         )
         rows.append(
             {
@@ -307,6 +327,7 @@ def leakage_to_files(
     window_s: float,
     seed: int,
     bootstrap: int,
+    permutations: int,
     outputs: Mapping[str, str | Path],
 ) -> pd.DataFrame:
     """Rule attack_leakage: every session's windows (``outputs['windows']``) and the test per
@@ -319,7 +340,7 @@ def leakage_to_files(
     ]
     windows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     table = (
-        leakage_table(windows, seed, bootstrap)
+        leakage_table(windows, seed, bootstrap, permutations)
         if len(windows)
         else pd.DataFrame(columns=LEAKAGE_COLUMNS)
     )

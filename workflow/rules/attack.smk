@@ -263,6 +263,7 @@ if LEAKAGE_SESSIONS:
             stimuli=[ATTACK_STIMULI[key[2]] for key in LEAKAGE_SESSIONS],
             window_s=config["attack"]["leakage"]["window_s"],
             bootstrap=config["attack"]["leakage"]["bootstrap"],
+            permutations=config["attack"]["leakage"]["permutations"],
             seed=config["classifier"]["seed"],
         script:
             "../../scripts/attack_leakage.py"

@@ -239,8 +239,9 @@ def learning_curve_figure(curve_path: str | Path, outputs: list[str | Path]) -> 
 
 def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     """Accuracy of telling the activity from muted encrypted traffic, per app and mute mode:
-    the point with its 95 % recording-bootstrap interval, beside the majority-guess chance
-    (grey bar) and 1/activities (dotted). Rows the test could not run on are named, not drawn."""
+    the point with its 95 % recording-bootstrap interval, beside the measured chance (grey bar:
+    mean accuracy with the activities shuffled among recordings; grey tick: its 95th
+    percentile) and 1/activities (dotted). Rows the test could not run on are named, not drawn."""
     rows = table.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.2, 1.6 + 0.55 * max(len(rows), 1)))
     labels = []
@@ -249,7 +250,8 @@ def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         if pd.isna(row.accuracy):
             ax.text(0.02, i, str(row.verdict), va="center", fontsize=8)
             continue
-        ax.barh(i, row.chance, color="0.85", height=0.6, label="chance" if i == 0 else None)
+        ax.barh(i, row.chance, color="0.85", height=0.6)
+        ax.plot([row.chance_high] * 2, [i - 0.3, i + 0.3], color="0.55", lw=2)
         ax.plot([row.uniform_chance] * 2, [i - 0.3, i + 0.3], ls=":", color="0.3")
         ax.errorbar(
             row.accuracy,
@@ -259,7 +261,9 @@ def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
             color=PALETTE[0] if str(row.verdict).startswith("leaks") else PALETTE[1],
             capsize=3,
         )
-        ax.text(min(row.ci_high + 0.02, 0.8), i, str(row.verdict), va="center", fontsize=8)
+        verdict = f"{row.verdict} (p = {row.p_value:.2g})"
+        right = max(row.ci_high, row.chance_high, row.uniform_chance)
+        ax.text(min(right + 0.03, 0.7), i, verdict, va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -270,7 +274,7 @@ def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     stimuli = " ".join(sorted(set(rows.stimulus_source))) if len(rows) else "none"
     source_footer(
         fig,
-        f"grey: majority-guess chance; dotted: 1/activities; bars: 95 % bootstrap over "
-        f"recordings; {windows}-s windows; stimuli: {stimuli}",
+        f"grey: chance (labels shuffled among recordings; tick: 95th pct); dotted: 1/activities; "
+        f"bars: 95 % bootstrap over recordings; {windows}-s windows; stimuli: {stimuli}",
     )
     save(fig, outputs)
