@@ -160,7 +160,13 @@ def test_profiles_are_configured_and_checked(repo_root: Path) -> None:
     )
     sessions = config["sessions"]
     profiles = apps_with_evidence(sessions, "collector.jsonl")
-    assert profiles == ["webex-2021", "zoom-native", "native-flags-only", "webrtc-soft-mute"]
+    assert profiles == [
+        "webex-2021",
+        "zoom-native",
+        "native-flags-only",
+        "webrtc-soft-mute",
+        "attack-webex",  # the attack's webex-2021 sessions (stage attack)
+    ]
     runs = matrix(sessions)
     assert ("webex-2021", "app", "steps", 1) in runs
     assert [r for r in runs if r[2] == "steps"] == [("webex-2021", "app", "steps", 1)]
