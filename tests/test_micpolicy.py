@@ -50,6 +50,17 @@ def test_continuous(witness: str) -> None:
 
 
 @pytest.mark.parametrize("witness", ["os", "app"])
+def test_a_session_muted_throughout_is_judged_against_real_time(witness: str) -> None:
+    """The attack's sessions have no unmuted phase: reading all the time is continuous,
+    reading a third of the time is not."""
+    muted_only = [Segment("muted", 0.0, 26.0)]
+    label = label_policy(reads_from(lambda t: True), muted_only, witness, PARAMS)
+    assert label.policy == "continuous" and np.isnan(label.unmuted_share)
+    third = label_policy(reads_from(lambda t: t % 3 < 1), muted_only, witness, PARAMS)
+    assert third.policy == "periodic" and third.period_s == pytest.approx(3, rel=0.1)
+
+
+@pytest.mark.parametrize("witness", ["os", "app"])
 def test_stops_with_a_release_delay(witness: str) -> None:
     # the device is released 0.8 s after the mute and reopened 0.3 s after the unmute
     reads = reads_from(lambda t: not (6.8 <= t < 20.3))

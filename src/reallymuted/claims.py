@@ -84,7 +84,8 @@ def evaluate_part(part: dict[str, Any], values: Values) -> PartResult:
         got_values = computed if isinstance(computed, list) else [computed]
         numbers = [_number(v, unit) for v in got_values]
         outside = [v for v in numbers if not lo <= v <= hi]
-        shown = "–".join(_fmt(v, unit) for v in (min(numbers), max(numbers)))
+        ends = sorted({min(numbers), max(numbers)})
+        shown = "–".join(_fmt(v, unit) for v in ends)
         listed = ", ".join(_fmt(v, unit) for v in outside)
         gap = f"{listed} outside {lo}–{hi}" if outside else ""
         return PartResult(label, shown, not outside, gap)

@@ -115,7 +115,10 @@ def label_policy(
     evidence = f"{witness}: muted share {muted:.3f}, unmuted share {unmuted:.3f}"
     if muted < params.stops_below:
         return PolicyLabel("stops", np.nan, muted, unmuted, evidence)
-    if not np.isnan(unmuted) and muted >= params.continuous_ratio * unmuted:
+    # A session with no unmuted phase (the attack's, muted from join to leave) has no
+    # reference of its own: compare with reading in real time (share 1).
+    reference = 1.0 if np.isnan(unmuted) else unmuted
+    if muted >= params.continuous_ratio * reference:
         return PolicyLabel("continuous", np.nan, muted, unmuted, evidence)
     if len(intervals) >= 2:
         period = float(np.median(intervals))
