@@ -237,15 +237,15 @@ LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False)
 # only) tell the background activity? One test per attack app and mute mode.
 if LEAKAGE_SESSIONS:
     LEAKAGE_DIRS = [session_dir(*key) for key in LEAKAGE_SESSIONS]
+    LEAKAGE_TABLES = [
+        d.replace("results/raw/", "results/sessions/", 1) for d in LEAKAGE_DIRS
+    ]
 
     rule attack_leakage:
         input:
             manifests=[f"{d}/manifest.json" for d in LEAKAGE_DIRS],
             events=[f"{d}/events.jsonl" for d in LEAKAGE_DIRS],
-            packets=[
-                d.replace("results/raw/", "results/sessions/", 1) + "/packets.parquet"
-                for d in LEAKAGE_DIRS
-            ],
+            packets=[f"{d}/packets.parquet" for d in LEAKAGE_TABLES],
             code=package_code("traffic", "micpolicy"),
         output:
             table=report(
