@@ -309,17 +309,18 @@ def test_attack_session_gains_match_the_collector_and_the_fed_samples(near_and_f
         # the gain model on the samples fed explains what the page posted
         # max and min are single blocks: the tens of ms between a tick's write and the page's
         # hearing it can move an extreme block across an interval edge (seen: 3); the mean
-        # of a hundred blocks hardly moves. In the first two intervals after join the page
-        # sometimes hears a few silent blocks the OS witness does not show (min gain 0 where
-        # the samples fed give ~60, in 5 of 109 intervals of the quick study: a known,
-        # unexplained start-up effect, reported, not modelled), so min is checked after them.
+        # of a hundred blocks hardly moves.
         for column, tolerance in (("max", 3), ("mean", 2)):
             error = (table[f"audio_{column}_gain"] - table[f"model_{column}_gain"]).abs()
             assert error.max() <= tolerance, (distance, column)
-        settled = table[table.interval >= 3]
-        assert len(settled) >= 1, table.interval.tolist()
-        error = (settled.audio_min_gain - settled.model_min_gain).abs()
-        assert error.max() <= 3, (distance, "min")
+        # The min also, except where the page heard gaps the samples fed do not hold (its
+        # audio graph's own digital silence, mostly just after join: a gapped frame's gain is
+        # ~0 where the samples give ~60); then the page must have counted them.
+        assert table.page_gap_frames.notna().all() and table.page_gaps.notna().all()
+        assert (table.model_gap_frames == 0).all(), "the activity stimuli hold no gaps"
+        error = (table.audio_min_gain - table.model_min_gain).abs()
+        unexplained = table[(error > 3) & ~table.page_gaps.astype(bool)]
+        assert unexplained.empty, unexplained[["interval", "audio_min_gain", "model_min_gain"]]
 
 
 @pytest.mark.testbed
@@ -328,7 +329,10 @@ def test_attack_gains_rise_with_the_attenuation_removed(near_and_far) -> None:
     assert near.input_dbfs.mean() - far.input_dbfs.mean() == pytest.approx(20, abs=1)
     rise = near.audio_mean_gain.mean() - far.audio_mean_gain.mean()
     assert 17 <= rise <= 21, f"mean gain rose by {rise:.1f} for 20 dB"
-    assert near.audio_min_gain.min() > far.audio_max_gain.max(), "no overlap at all"
+    # the min of an interval the page heard gaps in describes the gap (see above)
+    near_min = near.audio_min_gain[~near.page_gaps.astype(bool)]
+    assert len(near_min) >= 1, "every interval at 10 cm had gaps"
+    assert near_min.min() > far.audio_max_gain.max(), "no overlap at all"
 
 
 @pytest.mark.testbed

@@ -139,6 +139,17 @@ def test_the_gain_model_is_monotone_and_on_the_papers_scale() -> None:
     assert ts.frame_gain(10 ** (-39.5 / 20)).item() == 61
 
 
+def test_a_frame_holds_a_gap_from_one_ms_of_digital_silence() -> None:
+    rate = 48000  # 10 ms frames of 480 samples; a gap is a zero run of 48
+    samples = np.random.default_rng(1).uniform(0.01, 0.1, rate // 5)  # no zero of its own
+    samples[1000:1047] = 0  # 47 zeros: too short
+    samples[2000:2048] = 0  # 48 zeros inside frame 4
+    samples[4780:4840] = 0  # 60 zeros from frame 9 into 10: 1 ms is reached in frame 10
+    assert np.flatnonzero(ts.frame_gaps(samples, rate)).tolist() == [4, 10]
+    assert not ts.frame_gaps(samples[:479], rate).size, "no whole frame, no verdict"
+    assert ts.frame_gaps(np.zeros(960), rate).tolist() == [True, True]
+
+
 def test_steps_stimulus_holds_each_level_for_a_step(tmp_path: Path) -> None:
     import soundfile as sf
 
@@ -396,6 +407,9 @@ def test_webex_gains_follow_the_stimulus_level(webex: dict) -> None:
     assert (table.audio_mean_gain >= table.audio_min_gain).all()
     # the model, applied to what the OS witness fed in, predicts what the page posted
     assert (table.audio_mean_gain.astype(float) - table.model_mean_gain).abs().max() <= 4
+    # beside each record the page counted its gapped frames (at most every frame)
+    assert table.page_gap_frames.notna().all()
+    assert table.page_gap_frames.between(0, 200).all()
 
 
 @pytest.mark.testbed

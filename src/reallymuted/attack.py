@@ -55,7 +55,7 @@ from reallymuted import classifier
 from reallymuted.extract import load_manifest
 from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
 from reallymuted.stimuli import ACTIVITIES
-from reallymuted.telemetry_sessions import frame_gain, pearson
+from reallymuted.telemetry_sessions import frame_gain, frame_gaps, pearson
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ TABLE_COLUMNS = [
     "audio_mean_gain",
     "audio_min_gain",
     "capture_packets_per_second",
+    "page_gap_frames",
     "input_ticks",
     "input_seconds",
     "input_dbfs",
@@ -95,6 +96,8 @@ TABLE_COLUMNS = [
     "model_max_gain",
     "model_mean_gain",
     "model_min_gain",
+    "model_gap_frames",
+    "page_gaps",
     "matched",
     "mismatch",
     "pcap",
@@ -183,12 +186,14 @@ def input_levels(
     """Input level over [start, end) of the session clock: ticks accepted, seconds fed,
     unweighted and A-weighted level of the fed samples (see the module docstring), and the
     max/mean/min gain the profile's gain model gives those samples in 10 ms frames
-    (:func:`reallymuted.telemetry_sessions.frame_gain`): what the record should say."""
+    (:func:`reallymuted.telemetry_sessions.frame_gain`): what the record should say; and how
+    many of those frames hold a gap (:func:`~reallymuted.telemetry_sessions.frame_gaps`)."""
     ticks = os_ticks[(os_ticks.t >= start) & (os_ticks.t < end)]
     samples = fed_samples(ticks, stimulus, per_tick) if len(ticks) else np.empty(0)
     frame = rate // 100
     frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
     gains = frame_gain(np.sqrt(np.mean(np.square(frames), axis=1))) if len(frames) else []
+    gaps = frame_gaps(samples, rate)
     return {
         "input_ticks": int((ticks.frames > 0).sum()),
         "input_seconds": len(samples) / rate,
@@ -197,6 +202,7 @@ def input_levels(
         "model_max_gain": float(np.max(gains)) if len(gains) else float("nan"),
         "model_mean_gain": float(np.floor(np.mean(gains) + 0.5)) if len(gains) else float("nan"),
         "model_min_gain": float(np.min(gains)) if len(gains) else float("nan"),
+        "model_gap_frames": int(gaps.sum()),
     }
 
 
@@ -267,6 +273,15 @@ def read_stimulus(path: str | Path, expected_sha256: str | None) -> np.ndarray:
     return data[:, 0].astype(float) / 32768.0
 
 
+def page_heard_gaps(page_gap_frames: Any, levels: Mapping[str, Any]) -> bool | None:
+    """Did the page hear more gapped frames than the samples fed hold (its audio graph's own
+    digital silence, which pulls the interval's min gain to ~0)? None when either is unknown."""
+    fed = levels.get("model_gap_frames")
+    if fed is None or page_gap_frames is None or not np.isfinite(page_gap_frames):
+        return None
+    return bool(page_gap_frames > fed)
+
+
 def session_rows(
     session_dir: str | Path,
     telemetry_csv: str | Path,
@@ -317,7 +332,9 @@ def session_rows(
                         "capture_packets_per_second",
                     )
                 },
+                "page_gap_frames": row.get("page_gap_frames"),
                 **levels,
+                "page_gaps": page_heard_gaps(row.get("page_gap_frames"), levels),
                 "matched": bool(row["match"]),
                 "mismatch": row["mismatch"],
                 "pcap": str(session / "traffic.pcapng"),
@@ -411,6 +428,7 @@ def telemetry_values(
         if len(muted)
         else None,
         "r_points": int(muted.input_dba.notna().sum()),
+        "intervals_muted_page_gaps": int(muted.page_gaps.eq(True).sum()),
         "model_mean_gain_max_error": float(
             (muted.audio_mean_gain.astype(float) - muted.model_mean_gain).abs().max()
         )
@@ -420,6 +438,9 @@ def telemetry_values(
     for name, column in GAIN_COLUMNS.items():
         values[f"r_{name}_gain_dba"] = pearson(muted[column], muted.input_dba)
     values["r_mean_exceeds_r_min"] = bool(values["r_mean_gain_dba"] > values["r_min_gain_dba"])
+    # the same without the intervals whose min the page's own gaps set: beside, not instead
+    gapless = muted[muted.page_gaps.eq(False)]
+    values["r_min_gain_dba_gapless"] = pearson(gapless.audio_min_gain, gapless.input_dba)
     for n in window_lengths:
         counts = windows_per_activity(minutes, n)
         values[f"windows_per_activity_n{n}"] = counts

@@ -15,7 +15,9 @@ log (``collector.jsonl``: what the server received). This module
 * places each interval on the session clock (the payload's ``startTime``/``endTime``), gives it
   the share of it spent muted, and the stimulus level the OS witness measured over it, with the
   gains our gain model predicts from that level (:func:`frame_gain`), so "the gains follow the
-  input level" is a number (:func:`pearson`) rather than an impression.
+  input level" is a number (:func:`pearson`) rather than an impression; and how many of the
+  interval's frames the page heard holding a gap (``page_gap_frames``, :func:`frame_gaps`):
+  digital silence from its audio graph, not from the microphone.
 
 Every profile session gets a check row, also those that post nothing: for ``zoom-native``,
 ``webrtc-soft-mute`` and ``native-flags-only`` the check says how many POSTs the capture and the
@@ -80,6 +82,7 @@ ROW_COLUMNS = [
     "state",
     *telemetry.LEVELS.values(),
     "capture_packets_per_second",
+    "page_gap_frames",
     "record_timestamp",
     "collector_line",
     "collector_t",
@@ -102,6 +105,27 @@ def frame_gain(rms: float | np.ndarray) -> np.ndarray:
         level = 20 * np.log10(rms)
     gain = np.clip(np.floor(100 + level + 0.5), 0, 100)  # halves up, as JavaScript's Math.round
     return np.where(rms > 0, gain, 0).astype(int)
+
+
+def frame_gaps(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Per whole 10 ms frame of ``samples``: does it hold a gap, a run of exactly-zero samples
+    at least 1 ms long at one of its samples (the page's test, ``web/gain-worklet.js``)."""
+    x = np.asarray(samples)
+    index = np.arange(len(x))
+    last_nonzero = np.maximum.accumulate(np.where(x != 0, index, -1)) if len(x) else index
+    reached = index - last_nonzero >= rate // 1000
+    frame = rate // 100
+    return reached[: len(x) // frame * frame].reshape(-1, frame).any(axis=1)
+
+
+def page_gap_frames(events: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    """Interval number -> frames holding a gap, as the page noted them beside each record
+    (absent for sessions recorded before the page counted them)."""
+    return {
+        int(e["interval"]): int(e["gap_frames"])
+        for e in events
+        if e.get("event") == "page_telemetry_sent" and e.get("gap_frames") is not None
+    }
 
 
 def level_dbfs(rms: float | np.ndarray, floor: float = -100.0) -> np.ndarray:
@@ -338,6 +362,7 @@ def session_telemetry(
     options = manifest.get("options", {})
     events = read_jsonl(session / "events.jsonl")
     segments = mute_segments(events)
+    gaps = page_gap_frames(events)
     epoch0 = float(manifest["start_epoch"])
     collector_url = (manifest.get("endpoints") or {}).get("collector")
     if not collector_url:
@@ -385,6 +410,7 @@ def session_telemetry(
                     "state": share_state(share),
                     **{c: interval_row.get(c) for c in telemetry.LEVELS.values()},
                     "capture_packets_per_second": interval_row.get("capture_packets_per_second"),
+                    "page_gap_frames": gaps.get(interval_row.get("interval")),
                     "record_timestamp": interval_row.get("record_timestamp"),
                     "collector_line": entry["line"] if entry else None,
                     "collector_t": entry["t"] if entry else None,

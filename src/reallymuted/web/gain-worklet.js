@@ -11,9 +11,14 @@
 // record (PAPER.md T1: roughly 14-97). Per-interval max/mean/min of the frame gains are what
 // the profile posts (profile.js).
 //
-// Frame gains go to the page in batches of BATCH frames (50 ms), each batch with the number
-// of frames it holds, so the page can count frames per second (the record's
-// captureHardwareProvidedAudioPacketsPerSecond, 100 for 10 ms frames).
+// Frame gains go to the page in batches of BATCH frames (50 ms), so the page can count frames
+// per second (the record's captureHardwareProvidedAudioPacketsPerSecond, 100 for 10 ms
+// frames). With each frame goes whether it holds a gap: at least 1 ms of samples that are
+// exactly zero on every channel. A microphone fed a recording never gives that (the
+// activity stimuli hold no such run); the audio graph does when it starts or runs short of
+// input under load, and the frame's gain then describes the graph, not the microphone. The
+// page reports the count beside each record (never in it), so the analysis can tell the two
+// apart (reallymuted.attack).
 'use strict';
 
 const BATCH = 5;
@@ -30,7 +35,11 @@ class GainMeter extends AudioWorkletProcessor {
     this.frameLength = Math.round(sampleRate / 100); // 10 ms
     this.sum = 0;
     this.count = 0;
+    this.gapLength = Math.round(sampleRate / 1000); // 1 ms
+    this.zeroRun = 0;
+    this.frameHasGap = false;
     this.batch = [];
+    this.gaps = [];
   }
 
   process(inputs) {
@@ -43,15 +52,22 @@ class GainMeter extends AudioWorkletProcessor {
       for (let c = 0; c < channels; c++) square += input[c][i] * input[c][i];
       this.sum += square / channels;
       this.count += 1;
+      // a frame holds a gap if a zero run is at least 1 ms long at one of its samples (the run
+      // may have started in the frame before)
+      this.zeroRun = square === 0 ? this.zeroRun + 1 : 0;
+      if (this.zeroRun >= this.gapLength) this.frameHasGap = true;
       if (this.count === this.frameLength) {
         this.batch.push(frameGain(Math.sqrt(this.sum / this.count)));
+        this.gaps.push(this.frameHasGap ? 1 : 0);
         this.sum = 0;
         this.count = 0;
+        this.frameHasGap = false;
       }
     }
     if (this.batch.length >= BATCH) {
-      this.port.postMessage(this.batch);
+      this.port.postMessage({ gains: this.batch, gaps: this.gaps });
       this.batch = [];
+      this.gaps = [];
     }
     return true;
   }

@@ -23,8 +23,8 @@
 //
 // The driver calls profileJoin({profile, telemetry_interval_s, collector_url}),
 // profileSetMuted(bool) and profileLeave(); page events go through meeting.js's note():
-// telemetry_start, telemetry_sent (one per record), telemetry_error, notice_shown,
-// notice_hidden.
+// telemetry_start, telemetry_sent (one per record, with its frame count and gap_frames: see
+// gain-worklet.js), telemetry_error, notice_shown, notice_hidden.
 'use strict';
 
 const PROFILES = {
@@ -45,14 +45,16 @@ const profile = {
 };
 
 function freshFrames() {
-  return { count: 0, sum: 0, max: -1, min: 101 };
+  return { count: 0, sum: 0, max: -1, min: 101, gaps: 0 };
 }
 
-function addFrames(gains) {
+function addFrames(gains, gaps) {
   const f = profile.frames;
-  for (const g of gains) {
+  for (let i = 0; i < gains.length; i++) {
+    const g = gains[i];
     f.count += 1;
     f.sum += g;
+    f.gaps += gaps[i];
     if (g > f.max) f.max = g;
     if (g < f.min) f.min = g;
   }
@@ -78,16 +80,20 @@ async function startTelemetry(options) {
   // The interval clock starts with the first frame that carries signal: the audio graph takes
   // a moment (about 2 s here) to start rendering and then delivers digital silence for a few
   // frames; an interval holding that start-up would not describe the microphone.
+  // Later gaps (the graph short of input under load) stay in the statistics, as they would in
+  // an app's meter; each record's gap_frames (a page event, not part of the record) says how
+  // many frames held one.
   meter.port.onmessage = (event) => {
-    let gains = event.data;
+    let { gains, gaps } = event.data;
     if (profile.origin === 0) {
       const first = gains.findIndex((g) => g > 0);
       if (first < 0) { profile.skipped += gains.length; return; }
       gains = gains.slice(first);
+      gaps = gaps.slice(first);
       profile.skipped += first;
       startClock();
     }
-    addFrames(gains);
+    addFrames(gains, gaps);
   };
 }
 
@@ -191,7 +197,7 @@ async function postRecord(number, start, end, frames) {
   const payload = wmequalityPayload(number, start, end, frames);
   const levels = payload.event.intervals[0].audioTransmit[0].levels;
   const fields = {
-    interval: number, start_ms: start, end_ms: end, frames: frames.count,
+    interval: number, start_ms: start, end_ms: end, frames: frames.count, gap_frames: frames.gaps,
     max_gain: levels.audioMaxGain, mean_gain: levels.audioMeanGain,
     min_gain: levels.audioMinGain, muted: state.muted,
   };
