@@ -116,6 +116,7 @@ def captured_table(recordings: int = 3, intervals: int = 8, seed: int = 0) -> pd
                             "audio_min_gain": lo + shift // 2 + noise[2],
                             "input_dba": mid + shift - 100 + rng.normal(0, 1),
                             "model_mean_gain": mid + shift + noise[1],
+                            "page_gaps": False,
                             "frame": 100 + k,
                             "collector_line": 2 + k,
                         }
@@ -210,6 +211,14 @@ def test_values_correlate_gains_with_input_power() -> None:
     assert values["r_mean_gain_dba"] > 0.9 and values["r_mean_exceeds_r_min"]
     assert values["windows_per_activity_n3"] == {a: 36 for a in ("kb", "vc", "dg", "cm")}
     assert values["recordings_per_activity"] == {a: 3 for a in ("cm", "dg", "kb", "vc")}
+    assert values["intervals_muted_page_gaps"] == 0
+    assert values["r_min_gain_dba_gapless"] == pytest.approx(values["r_min_gain_dba"])
+    # the page heard its own gaps in every first interval: they set its min to 0
+    gapped = table.assign(page_gaps=table.interval == 1)
+    gapped.loc[gapped.page_gaps, "audio_min_gain"] = 0
+    values = attack.telemetry_values(gapped, attack.minutes_table(gapped), [1])
+    assert values["intervals_muted_page_gaps"] == (table.interval == 1).sum()
+    assert values["r_min_gain_dba_gapless"] > values["r_min_gain_dba"] + 0.1
 
 
 def test_learning_curve_sets_captured_beside_reference() -> None:
