@@ -57,7 +57,7 @@ from typing import Any
 
 from reallymuted import capture
 from reallymuted.drivers import Driver, SessionContext, get_driver
-from reallymuted.io import atomic_path, sha256_file, write_json
+from reallymuted.io import atomic_path, write_json
 from reallymuted.netns import ProcessSet
 
 log = logging.getLogger("reallymuted.hostsession")
@@ -638,39 +638,14 @@ def host_manifest(
     spec: Any, result: Mapping[str, Any], failure: Mapping[str, Any] | None, versions: Mapping
 ) -> dict[str, Any]:
     """The manifest of a host session: the testbed's keys, ``source: native``."""
+    from reallymuted.session import manifest_core
 
-    t0_epoch = result.get("t0_epoch")
-    start = end = None
-    if t0_epoch is not None:
-        start = {"utc": _utc(t0_epoch), "epoch": t0_epoch, "monotonic": result["t0_monotonic"]}
-        if "end_t" in result:
-            end = {
-                "utc": _utc(t0_epoch + result["end_t"]),
-                "epoch": t0_epoch + result["end_t"],
-                "monotonic": result["t0_monotonic"] + result["end_t"],
-                "t": result["end_t"],
-            }
-    stimulus = {"name": spec.stimulus, "path": spec.stimulus_path, "sha256": None}
-    with contextlib.suppress(OSError):
-        stimulus["sha256"] = sha256_file(spec.stimulus_path)
     capture_info = result.get("capture") or {
         "interface": spec.options.get("interface"),
         "filter": spec.options.get("capture_filter"),
     }
     return {
-        "schema": SCHEMA,
-        "status": "failed" if failure else "ok",
-        "exit_status": 1 if failure else 0,
-        "failure": dict(failure) if failure else None,
-        "source": SOURCE,
-        "app": spec.app,
-        "driver": spec.driver,
-        "mode": spec.mode,
-        "condition": spec.condition,
-        "rep": spec.rep,
-        "options": redacted_options(spec.options),
-        "schedule": {"phases": spec.schedule, "lead_s": spec.lead_s, "tail_s": spec.tail_s},
-        "stimulus": stimulus,
+        **manifest_core(spec, result, failure, SOURCE, redacted_options(spec.options)),
         "microphone": {
             "source": "host",
             "note": "the app's own microphone device; the stimulus plays on the host's default "
@@ -684,9 +659,6 @@ def host_manifest(
         },
         "clock": "t = seconds since start.monotonic (time.monotonic); agent times mapped by "
         "rpc clock calibration (tracer.calibration); pcapng time ts is at t = ts - start.epoch",
-        "start": start,
-        "end": end,
-        "start_epoch": start["epoch"] if start else None,
         "versions": dict(versions),
         "host": host_facts(),
         "netns": None,

@@ -1061,7 +1061,8 @@ def _keep_failed_attempt(outdir: Path) -> list[dict[str, Any]]:
     folder = outdir / ATTEMPTS
     if failed.is_file():
         folder.mkdir(exist_ok=True)
-        failed.replace(folder / f"attempt-{len(list(folder.glob('attempt-*.json'))) + 1}.json")
+        number = len(list(folder.glob("attempt-*.json"))) + 1
+        failed.replace(folder / f"attempt-{number:03d}.json")  # zero-padded: sorts in order
     kept = []
     for path in sorted(folder.glob("attempt-*.json")) if folder.is_dir() else []:
         data = _read_json(path) or {}
@@ -1083,24 +1084,26 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _manifest(
-    spec: SessionSpec,
-    inner: Mapping[str, Any],
-    versions: Mapping[str, str],
+def manifest_core(
+    spec: Any,
+    result: Mapping[str, Any],
     failure: Mapping[str, Any] | None,
-    cleanup: Mapping[str, Any],
-    netns_name: str,
+    source: str,
+    options: Mapping[str, Any],
 ) -> dict[str, Any]:
-    t0_epoch = inner.get("t0_epoch")
+    """The keys every session manifest has, on the testbed and on a host: status, what was
+    run (app, mode, schedule, stimulus with its digest) and when, on the session's clock
+    (``result``'s ``t0_epoch``, ``t0_monotonic`` and ``end_t``)."""
+    t0_epoch = result.get("t0_epoch")
     start = end = None
     if t0_epoch is not None:
-        start = {"utc": _utc(t0_epoch), "epoch": t0_epoch, "monotonic": inner["t0_monotonic"]}
-        if "end_t" in inner:
+        start = {"utc": _utc(t0_epoch), "epoch": t0_epoch, "monotonic": result["t0_monotonic"]}
+        if "end_t" in result:
             end = {
-                "utc": _utc(t0_epoch + inner["end_t"]),
-                "epoch": t0_epoch + inner["end_t"],
-                "monotonic": inner["t0_monotonic"] + inner["end_t"],
-                "t": inner["end_t"],
+                "utc": _utc(t0_epoch + result["end_t"]),
+                "epoch": t0_epoch + result["end_t"],
+                "monotonic": result["t0_monotonic"] + result["end_t"],
+                "t": result["end_t"],
             }
     stimulus = {"name": spec.stimulus, "path": spec.stimulus_path, "sha256": None}
     with contextlib.suppress(OSError):
@@ -1109,16 +1112,33 @@ def _manifest(
         "schema": SCHEMA,
         "status": "failed" if failure else "ok",
         "exit_status": 1 if failure else 0,
-        "failure": {k: v for k, v in failure.items() if k != "traceback"} if failure else None,
-        "source": _source(spec.driver),
+        "failure": dict(failure) if failure else None,
+        "source": source,
         "app": spec.app,
         "driver": spec.driver,
         "mode": spec.mode,
         "condition": spec.condition,
         "rep": spec.rep,
-        "options": dict(spec.options),
+        "options": dict(options),
         "schedule": {"phases": spec.schedule, "lead_s": spec.lead_s, "tail_s": spec.tail_s},
         "stimulus": stimulus,
+        "start": start,
+        "end": end,
+        "start_epoch": start["epoch"] if start else None,  # = start.epoch, for pcap times
+    }
+
+
+def _manifest(
+    spec: SessionSpec,
+    inner: Mapping[str, Any],
+    versions: Mapping[str, str],
+    failure: Mapping[str, Any] | None,
+    cleanup: Mapping[str, Any],
+    netns_name: str,
+) -> dict[str, Any]:
+    shown = {k: v for k, v in failure.items() if k != "traceback"} if failure else None
+    return {
+        **manifest_core(spec, inner, shown, _source(spec.driver), spec.options),
         "microphone": {
             "source": "module-pipe-source",
             "rate": spec.rate,
@@ -1135,9 +1155,6 @@ def _manifest(
         },
         "clock": "t = seconds since start.monotonic (CLOCK_MONOTONIC); pcapng time ts is at "
         "t = ts - start.epoch",
-        "start": start,
-        "end": end,
-        "start_epoch": start["epoch"] if start else None,  # = start.epoch, for pcap times
         "versions": dict(versions),
         "host": _host(),
         "netns": netns_name,
