@@ -246,10 +246,15 @@ class TreeTracer:
         self.pool.shutdown(wait=False, cancel_futures=True)
         return 0 if self.finish() else 3
 
-    def finish(self, timeout: float = 6.0) -> bool:
-        """Drain every agent's buffer, detach, close the files; False if some agent hung."""
+    def finish(self, timeout: float = 6.0, close_timeout: float = 2.0) -> bool:
+        """Drain every agent's buffer, detach, close the files; False if some agent hung.
+
+        The session runner allows 10 s from its SIGTERM to our exit, so every step here is
+        bounded: ``timeout`` for the drains, ``close_timeout`` for Frida's device manager.
+        """
         with self.lock:
             sessions = list(self.sessions.items())
+        log.info("stopping: draining %d agent(s)", len(sessions))
 
         def drain(pid: int, session: frida.core.Session, script: frida.core.Script) -> None:
             try:
@@ -273,14 +278,29 @@ class TreeTracer:
         stuck = [pid for (pid, _), w in zip(sessions, workers, strict=True) if w.is_alive()]
         if stuck:
             log.error("agents in %s did not drain within %.0f s", stuck, timeout)
+        elif not _close_device_manager(close_timeout):
+            # Every read is drained by now: waiting on a hung close would have the runner kill
+            # us and fail the session for nothing (a suspected cause of "tracer was killed on
+            # stop", about once in 50 sessions under load). The helper it would have ended is
+            # left in the session's namespace, which the runner empties and deletes.
+            log.warning("Frida's device manager did not close within %.0f s", close_timeout)
+            self.event("trace_close_timeout", timeout_s=close_timeout)
         with self.lock:
             self.out.close()
             self.events.close()
-        if not stuck:
-            # Ends Frida's injection helper, which otherwise lingers after we exit.
-            frida.get_device_manager().close()
         log.info("tracer wrote %d reads from %d process(es)", self.reads, len(sessions))
         return not stuck
+
+
+def _close_device_manager(timeout: float) -> bool:
+    """Close Frida's device manager, which ends its injection helper (else it lingers after we
+    exit); False if that did not finish within ``timeout`` s (it is left to the exit)."""
+    closer = threading.Thread(
+        target=lambda: frida.get_device_manager().close(), name="close", daemon=True
+    )
+    closer.start()
+    closer.join(timeout)
+    return not closer.is_alive()
 
 
 def _main(argv: list[str] | None = None) -> int:
