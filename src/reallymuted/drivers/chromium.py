@@ -48,6 +48,38 @@ FLAGS = (
 )
 
 
+def launch_chromium(driver: Driver, argv: list[str]) -> Any:
+    """Start Chromium as ``driver``'s client and wait until it is the browser itself."""
+    # TMPDIR: Chromium's singleton socket and shared-memory files go to the session's
+    # scratch directory (deleted with it) rather than /tmp.
+    tmp = driver.ctx.workdir / "chromium-tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(driver.ctx.env, HOME=str(driver.ctx.workdir), TMPDIR=str(tmp))
+    proc = driver.start_process("client", argv, "chromium", env=env)
+    # /usr/bin/chromium is a shell wrapper that execs the browser: attaching the tracer
+    # before that exec would trace the shell.
+    wait_for_exec(proc.pid, "chromium", timeout=10.0)
+    return proc
+
+
+def connect_over_cdp(proc: Any, port: int, timeout_s: float = 20.0) -> tuple[Any, Any]:
+    """Playwright and the browser, connected over CDP to the Chromium ``proc`` started with
+    ``--remote-debugging-port=port`` (retried until it listens, or it exits)."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return pw, pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", timeout=5000)
+        except PlaywrightError as exc:
+            if proc.returncode() is not None or time.monotonic() > deadline:
+                pw.stop()
+                raise DriverError(f"cannot reach Chromium over CDP: {exc}") from exc
+            time.sleep(0.1)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the meeting page; access log to a file instead of the runner's stderr."""
 
@@ -66,6 +98,12 @@ class ChromiumDriver(Driver):
     # browser's audio service); zygotes only fork. Every other process is traced.
     trace_skip = ("--type=renderer", "--type=gpu-process", "--type=zygote")
     extra_flags: ClassVar[tuple[str, ...]] = ()  # a subclass's additions to FLAGS
+    # The meeting page's functions this driver calls (a profile page has its own).
+    page_functions: ClassVar[dict[str, str]] = {
+        "join": "join",
+        "set_muted": "setMuted",
+        "leave": "leave",
+    }
 
     @classmethod
     def version(cls, options: Mapping[str, Any]) -> str:
@@ -112,33 +150,11 @@ class ChromiumDriver(Driver):
         argv = [BINARY, *FLAGS, *self.extra_flags, f"--user-data-dir={profile}"]
         # Opening the meeting page at launch lets it load while Playwright connects.
         argv += [f"--remote-debugging-port={self.cdp_port}", self.page_url]
-        # TMPDIR: Chromium's singleton socket and shared-memory files go to the session's
-        # scratch directory (deleted with it) rather than /tmp.
-        tmp = self.ctx.workdir / "chromium-tmp"
-        tmp.mkdir(exist_ok=True)
-        env = dict(self.ctx.env, HOME=str(self.ctx.workdir), TMPDIR=str(tmp))
-        self.proc = self.start_process("client", argv, "chromium", env=env)
-        # /usr/bin/chromium is a shell wrapper that execs the browser: attaching the tracer
-        # before that exec would trace the shell.
-        wait_for_exec(self.proc.pid, "chromium", timeout=10.0)
+        self.proc = launch_chromium(self, argv)
 
     def prepare(self) -> None:
         """Attach Playwright over CDP to the meeting page Chromium opened at launch."""
-        from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
-
-        self.pw = sync_playwright().start()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.browser = self.pw.chromium.connect_over_cdp(
-                    f"http://127.0.0.1:{self.cdp_port}", timeout=5000
-                )
-                break
-            except PlaywrightError as exc:
-                if self.proc.returncode() is not None or time.monotonic() > deadline:
-                    raise DriverError(f"cannot reach Chromium over CDP: {exc}") from exc
-                time.sleep(0.1)
+        self.pw, self.browser = connect_over_cdp(self.proc, self.cdp_port)
         context = self.browser.contexts[0]
         pages = [p for p in context.pages if p.url == self.page_url]
         self.page = pages[0] if pages else context.new_page()
@@ -173,14 +189,13 @@ class ChromiumDriver(Driver):
         self.poll()
         return result if isinstance(result, dict) else {"result": result}
 
-    def join(self) -> dict[str, Any]:
+    def join_options(self) -> dict[str, Any]:
+        """What the page's join function is given."""
         mute, _, detector = self.ctx.mode.partition("-")
-        options = {
-            "mode": mute,
-            "detector": bool(detector),
-            "dtx": bool(self.ctx.options.get("dtx")),
-        }
-        result = self._call("join", options)
+        return {"mode": mute, "detector": bool(detector), "dtx": bool(self.ctx.options.get("dtx"))}
+
+    def join(self) -> dict[str, Any]:
+        result = self._call(self.page_functions["join"], self.join_options())
         if not result.get("media"):
             raise DriverError("joined, but no selected ICE candidate pair")
         self.media = result["media"]
@@ -188,13 +203,13 @@ class ChromiumDriver(Driver):
         return result
 
     def set_muted(self, muted: bool) -> dict[str, Any]:
-        result = self._call("setMuted", muted)
+        result = self._call(self.page_functions["set_muted"], muted)
         if result.get("muted") is not muted:
             raise DriverError(f"page did not confirm muted={muted}: {result}")
         return result
 
     def leave(self) -> dict[str, Any]:
-        return self._call("leave")
+        return self._call(self.page_functions["leave"])
 
     def poll(self) -> None:
         """Copy the page's own events (detector verdicts) into events.jsonl.

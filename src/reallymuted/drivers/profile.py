@@ -69,6 +69,11 @@ class ProfileDriver(ChromiumDriver):
     modes = ("app",)
     source = "testbed-profile"
     extra_evidence = (COLLECTOR_LOG,)
+    page_functions: ClassVar[dict[str, str]] = {
+        "join": "profileJoin",
+        "set_muted": "profileSetMuted",
+        "leave": "profileLeave",
+    }
     # Timers drive the telemetry intervals: keep Chromium from throttling them (a headless
     # page can count as hidden, and hidden pages get their timers batched to once a minute).
     extra_flags: ClassVar[tuple[str, ...]] = (
@@ -146,27 +151,12 @@ class ProfileDriver(ChromiumDriver):
             "collector_ready", pid=self.collector.pid, url=self.collector_url, t_log=first["t"]
         )
 
-    def join(self) -> dict[str, Any]:
-        options = {
+    def join_options(self) -> dict[str, Any]:
+        return {
             "profile": self.profile,
             "telemetry_interval_s": self.telemetry_interval_s,
             "collector_url": self.collector_url,
         }
-        result = self._call("profileJoin", options)
-        if not result.get("media"):
-            raise DriverError("joined, but no selected ICE candidate pair")
-        self.media = result["media"]
-        self.level_ext_id = result.get("audio_level_ext_id")
-        return result
-
-    def set_muted(self, muted: bool) -> dict[str, Any]:
-        result = self._call("profileSetMuted", muted)
-        if result.get("muted") is not muted:
-            raise DriverError(f"page did not confirm muted={muted}: {result}")
-        return result
-
-    def leave(self) -> dict[str, Any]:
-        return self._call("profileLeave")
 
     def stop(self) -> None:
         super().stop()

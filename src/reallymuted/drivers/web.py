@@ -38,8 +38,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from reallymuted.drivers import Driver, DriverError, wait_for_exec
-from reallymuted.drivers.chromium import BINARY
+from reallymuted.drivers import Driver, DriverError
+from reallymuted.drivers.chromium import BINARY, connect_over_cdp, launch_chromium
 from reallymuted.drivers.native import Hotkey, parse_hotkey, registry_entry
 
 OPTIONS = {
@@ -267,32 +267,14 @@ class WebAppDriver(Driver):
         if self.ctx.options.get("headless", True):
             argv.append("--headless")
         argv += [f"--remote-debugging-port={self.cdp_port}", "about:blank"]
-        tmp = self.ctx.workdir / "chromium-tmp"
-        tmp.mkdir(exist_ok=True)
-        env = dict(self.ctx.env, HOME=str(self.ctx.workdir), TMPDIR=str(tmp))
-        self.proc = self.start_process("client", argv, "chromium", env=env)
-        wait_for_exec(self.proc.pid, "chromium", timeout=10.0)
+        self.proc = launch_chromium(self, argv)
 
     def trace_roots(self) -> list[int]:
         return [self.proc.pid]
 
     def prepare(self) -> None:
         """Connect over CDP and load the meeting page (the app's pre-join screen)."""
-        from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
-
-        self.pw = sync_playwright().start()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.browser = self.pw.chromium.connect_over_cdp(
-                    f"http://127.0.0.1:{self.cdp_port}", timeout=5000
-                )
-                break
-            except PlaywrightError as exc:
-                if self.proc.returncode() is not None or time.monotonic() > deadline:
-                    raise DriverError(f"cannot reach Chromium over CDP: {exc}") from exc
-                time.sleep(0.1)
+        self.pw, self.browser = connect_over_cdp(self.proc, self.cdp_port)
         context = self.browser.contexts[0]
         context.add_init_script(OBSERVER_JS)
         self.page = context.pages[0] if context.pages else context.new_page()
