@@ -275,7 +275,8 @@ def read_stimulus(path: str | Path, expected_sha256: str | None) -> np.ndarray:
 
 def page_heard_gaps(page_gap_frames: Any, levels: Mapping[str, Any]) -> bool | None:
     """Did the page hear more gapped frames than the samples fed hold (its audio graph's own
-    digital silence, which pulls the interval's min gain to ~0)? None when either is unknown."""
+    digital silence, which can lower the interval's min gain, to ~0 for a whole silent frame)?
+    None when either is unknown."""
     fed = levels.get("model_gap_frames")
     if fed is None or page_gap_frames is None or not np.isfinite(page_gap_frames):
         return None
@@ -438,7 +439,7 @@ def telemetry_values(
     for name, column in GAIN_COLUMNS.items():
         values[f"r_{name}_gain_dba"] = pearson(muted[column], muted.input_dba)
     values["r_mean_exceeds_r_min"] = bool(values["r_mean_gain_dba"] > values["r_min_gain_dba"])
-    # the same without the intervals whose min the page's own gaps set: beside, not instead
+    # the same without the intervals the page heard gaps of its own in: beside, not instead
     gapless = muted[muted.page_gaps.eq(False)]
     values["r_min_gain_dba_gapless"] = pearson(gapless.audio_min_gain, gapless.input_dba)
     for n in window_lengths:
