@@ -421,6 +421,7 @@ def test_a_process_killed_mid_session_fails_it_cleanly(
     assert namespaces[0] not in netns.names()
     assert failed["cleanup"]["netns_removed"]
     assert "session FAILED" in (tmp_path / "session.log").read_text()
+    assert failed["log_tails"]["capture.log"], "the daemons' log tails are in the manifest"
 
     # The workflow's retry: a new attempt in the same folder keeps the failed one and says so.
     manifest = run_session(control_spec(tone, "stops", [("unmuted", 1), ("muted", 1)]), out)
@@ -428,6 +429,7 @@ def test_a_process_killed_mid_session_fails_it_cleanly(
     assert [a["failure"]["component"] for a in manifest["failed_attempts"]] == [victim]
     kept = out / manifest["failed_attempts"][0]["file"]
     assert json.loads(kept.read_text())["failure"] == failed["failure"]
+    assert json.loads(kept.read_text())["log_tails"] == failed["log_tails"]
     assert not (out / FAILED).exists()
 
 

@@ -1046,7 +1046,8 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
         write_json(outdir / MANIFEST, manifest)  # last: its presence means "complete"
     else:
         manifest["witness_files"] = {n: False for n in published}
-        _log_failure(stage, manifest)
+        # in the manifest too: a retry rewrites the rule's log, the failed attempt's file stays
+        manifest["log_tails"] = _log_failure(stage, manifest)
         write_json(outdir / FAILED, manifest)
     shutil.rmtree(stage, ignore_errors=True)
     return manifest
@@ -1181,19 +1182,23 @@ def _source(driver: str) -> str:
         return "unknown"
 
 
-def _log_failure(stage: Path, manifest: Mapping[str, Any]) -> None:
-    """Put the failure and the tails of the daemons' logs into the session log."""
+def _log_failure(stage: Path, manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Put the failure and the tails of the daemons' logs into the session log; return the
+    tails (log name -> its last 40 lines, empty logs left out)."""
     log.error("session FAILED: %s", json.dumps(manifest["failure"]))
     failure = _read_json(stage / "failure.json")
     if failure and failure.get("traceback"):
         log.error("inner runner traceback:\n%s", failure["traceback"])
+    tails: dict[str, list[str]] = {}
     logs = stage / "logs"
     if logs.is_dir():
         for path in sorted(logs.iterdir()):
             lines = path.read_text(errors="replace").splitlines()[-40:]
             if lines:
+                tails[path.name] = lines
                 log.error("last lines of %s:\n  %s", path.name, "\n  ".join(lines))
     log.error("failure manifest:\n%s", json.dumps(manifest, indent=2, default=str))
+    return tails
 
 
 # --- a quick look at one session's evidence -------------------------------------------
