@@ -158,12 +158,28 @@ class TreeTracer:
         except FRIDA_ERRORS as exc:
             self.given_up.add(pid)
             self.event("trace_error", pid=pid, comm=comm, error=f"{type(exc).__name__}: {exc}")
+            log.warning("attach to %d (%s) failed: %s: %s", pid, comm, type(exc).__name__, exc)
             return False
         with self.lock:
             self.sessions[pid] = (session, script)
         took = round(time.monotonic() - started, 3)
         self.event("trace_attach", pid=pid, comm=comm, took_s=took)
         return True
+
+    def attach_root(self, pid: int, attempts: int = 3, pause_s: float = 0.5) -> bool:
+        """Attach to a root process, trying again while it lives: an attach to a live process
+        was seen to fail now and then under load (about 2 sessions in 50) and succeed when the
+        session was rerun. Every failed try stays in the events as a ``trace_error``."""
+        for attempt in range(1, attempts + 1):
+            if self.attach(pid):
+                return True
+            if attempt == attempts or proc_stat(pid) is None:
+                return False
+            log.warning("attach to root process %d failed (try %d of %d)", pid, attempt, attempts)
+            with self.lock:
+                self.given_up.discard(pid)
+            time.sleep(pause_s)
+        return False
 
     def attach_new(self) -> None:
         """Attach, in parallel, to every process of the tree not seen yet."""
@@ -227,7 +243,7 @@ class TreeTracer:
             # young, not unknown (only None means the process is gone)
             while (age := _age_s(root)) is not None and age < self.min_age_s:
                 time.sleep(0.02)
-            if proc_stat(root) is None or not self.attach(root):
+            if proc_stat(root) is None or not self.attach_root(root):
                 log.error("cannot attach to root process %d", root)
                 return 2
         self.attach_new()
