@@ -112,7 +112,7 @@ def frame_gaps(samples: np.ndarray, rate: int) -> np.ndarray:
     at least 1 ms long at one of its samples (the page's test, ``web/gain-worklet.js``)."""
     x = np.asarray(samples)
     index = np.arange(len(x))
-    last_nonzero = np.maximum.accumulate(np.where(x != 0, index, -1)) if len(x) else index
+    last_nonzero = np.maximum.accumulate(np.where(x != 0, index, -1))
     reached = index - last_nonzero >= rate // 1000
     frame = rate // 100
     return reached[: len(x) // frame * frame].reshape(-1, frame).any(axis=1)
