@@ -200,7 +200,13 @@ def test_killing_chromium_mid_session_leaves_nothing_behind(tone: Path, tmp_path
             break
         time.sleep(0.05)
     else:
-        pytest.fail("the session never reached its schedule")
+        cli.terminate()  # the session stops its own daemons on SIGTERM
+        cli.communicate(timeout=60)
+        failure = (
+            json.loads((out / FAILED).read_text())["failure"] if (out / FAILED).exists() else None
+        )
+        log_tail = (tmp_path / "session.log").read_text()[-3000:]
+        pytest.fail(f"the session never reached its schedule: {failure}\n{log_tail}")
     time.sleep(0.5)
     (namespace,) = [n for n in netns.names() if n.startswith(f"{netns.PREFIX}{cli.pid}-")]
     in_namespace = netns.pids(namespace)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted import extract, netns
+from reallymuted import extract, netns, tracing
 from reallymuted.drivers.control import Policy
 from reallymuted.io import read_jsonl, sha256_file
 from reallymuted.micpolicy import PolicyLabel, PolicyParams, label_policy
@@ -153,6 +153,21 @@ def test_policy_says_when_the_control_client_reads() -> None:
     assert not stops.wants_mic(5.0)
     with pytest.raises(ValueError, match="read_s < every_s"):
         Policy("periodic", read_s=3.0, every_s=3.0)
+
+
+def test_tracer_tells_a_sleeping_main_thread_from_a_busy_one() -> None:
+    # The tracer attaches only while a process's main thread sleeps in a system call.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # past the interpreter's start-up
+        assert tracing.main_thread_asleep(sleeper.pid) is True
+        assert tracing.main_thread_asleep(spinner.pid) is False
+    finally:
+        for proc in (sleeper, spinner):
+            proc.kill()
+            proc.wait()
+    assert tracing.main_thread_asleep(sleeper.pid) is None
 
 
 def test_matrix_and_paths_follow_the_config() -> None:

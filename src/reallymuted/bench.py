@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import resource
+import select
 import subprocess
 import sys
 import tempfile
@@ -283,11 +284,98 @@ def bench_tracer_cost(out_dir: Path) -> dict[str, Any]:
     return result
 
 
+def _attach_once(scratch: Path, port: int, tracer_flags: list[str]) -> dict[str, Any]:
+    """Start Chromium as the driver does, run the session's tracer on it, stop both."""
+    from reallymuted.drivers import wait_for_exec
+    from reallymuted.drivers.chromium import BINARY, FLAGS, ChromiumDriver
+
+    scratch.mkdir()
+    env = dict(os.environ, HOME=str(scratch), TMPDIR=str(scratch))
+    argv = [BINARY, *FLAGS, f"--user-data-dir={scratch}/profile"]
+    argv += [f"--remote-debugging-port={port}", "about:blank"]
+    browser = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    tracer = None
+    try:
+        wait_for_exec(browser.pid, "chromium", timeout=10.0)
+        tracer_argv = [sys.executable, "-m", "reallymuted.tracing", "--root", str(browser.pid)]
+        tracer_argv += ["--t0", repr(time.monotonic()), "--out", str(scratch / "reads.jsonl")]
+        tracer_argv += ["--events", str(scratch / "events.jsonl"), *tracer_flags]
+        tracer_argv += [f"--skip={pattern}" for pattern in ChromiumDriver.trace_skip]
+        started = time.monotonic()
+        with (scratch / "tracer.log").open("w") as tracer_log:
+            tracer = subprocess.Popen(
+                tracer_argv, stdout=subprocess.PIPE, stderr=tracer_log, text=True, env=env
+            )
+            # the tracer gives up (exit 2) within ~20 s; 40 s covers a hung one
+            readable, _, _ = select.select([tracer.stdout], [], [], 40.0)
+            ready = tracer.stdout.readline() if readable else ""
+        took = time.monotonic() - started
+    finally:
+        if tracer is not None:
+            tracer.terminate()
+            try:
+                tracer.wait(15)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait()
+        os.killpg(browser.pid, 9)
+        browser.wait()
+    errors = [ln for ln in (scratch / "tracer.log").read_text().splitlines() if "failed:" in ln]
+    return {"ready": ready.startswith("{"), "took_s": round(took, 2), "errors": errors}
+
+
+def bench_tracer_attach(out_dir: Path, tries: int = 100, busy: int = 4) -> dict[str, Any]:
+    """How often the tracer fails to attach to a starting Chromium browser process, attaching
+    as soon as the process is 0.5 s old (``--idle-wait 0``) and as the sessions do (waiting
+    for its main thread to settle); see reallymuted.tracing. The failure needs a loaded
+    machine to show: ``busy`` spinning processes run meanwhile."""
+    arms = {"at_min_age": ["--idle-wait", "0"], "settled": []}
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(busy)
+    ]
+    outcomes: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    try:
+        with tempfile.TemporaryDirectory(prefix="reallymuted-bench-") as scratch:
+            for i in range(tries):
+                for arm, flags in arms.items():  # interleaved: both arms see the same load
+                    outcome = _attach_once(Path(scratch) / f"{arm}-{i}", 9333, flags)
+                    outcomes[arm].append(outcome)
+                    if not outcome["ready"]:
+                        log.info("tracer_attach %s try %d failed: %s", arm, i, outcome["errors"])
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    summary = {
+        arm: {
+            "tries": len(rows),
+            "failed": sum(not r["ready"] for r in rows),
+            "errors": sorted({e.split("failed: ", 1)[1] for r in rows for e in r["errors"]}),
+            "median_ready_s": sorted(r["took_s"] for r in rows)[len(rows) // 2],
+        }
+        for arm, rows in outcomes.items()
+    }
+    result = {
+        "benchmark": "tracer_attach",
+        "what": f"{tries} starts of Chromium per arm, the tracer attached to each, with {busy} "
+        "busy processes; failed = the tracer never got ready (root attach failed)",
+        "arms": summary,
+        "target": "the settled arm fails in at most 1 try in 100",
+        "met": summary["settled"]["failed"] <= tries / 100,
+    }
+    write_json(out_dir / "tracer_attach.json", result)
+    return result
+
+
 BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "reference_study": bench_reference_study,
     "session_overhead": bench_session_overhead,
     "extraction_throughput": bench_extraction,
     "tracer_cost": bench_tracer_cost,
+    "tracer_attach": bench_tracer_attach,
 }
 
 

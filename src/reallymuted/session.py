@@ -40,9 +40,11 @@ testbed profiles' ``collector.jsonl``, described last)
     confirmed it, plus driver fields such as Chromium's selected candidate pair or baresip's
     reply text), ``client_stop``, ``capture_stop``, ``session_end``; the tracer's
     ``trace_attach``/``trace_skip``/``trace_hook``/``trace_detach``/``trace_error`` (coverage:
-    which process was traced from when) and ``trace_close_timeout`` (Frida's device manager
-    hung at stop, after every read was drained); Chromium's page events ``page_*`` (e.g.
-    ``page_detector_speech``: the "you are muted" detector heard speech).
+    which process was traced from when; ``trace_attach``'s ``main_asleep`` is false when the
+    process was attached though its main thread never settled, see reallymuted.tracing) and
+    ``trace_close_timeout`` (Frida's device manager hung at stop, after every read was
+    drained); Chromium's page events ``page_*`` (e.g. ``page_detector_speech``: the "you are
+    muted" detector heard speech).
 ``traffic.pcapng``
     everything on the namespace's loopback except the harness's own channels (the drivers'
     CDP or ctrl_tcp, Frida's adb probe: see ``capture.filter``). Timestamps are epoch:
