@@ -22,15 +22,16 @@ first moments (a zygote child, a process mid-exec) crashed Frida's loader and fr
 It is attached, too, only once its main thread has slept in system calls (a poll, a futex
 wait...) through ``--settle`` (0.3 s), waiting at most ``--idle-wait`` s for that. Frida stops
 the main thread to inject its loader, and the loader's thread allocates memory: if the main
-thread was stopped while holding the allocator's lock (Chromium's PartitionAlloc has one), the
-loader waits for that lock forever, the attach times out ("timed out trying to sync up with
-agent") and the process stays frozen, so trying again fails too. The main thread was found
-stopped in madvise/mprotect or mid-instruction, with the loader's thread and several of
-Chromium's own threads waiting on one contended futex. Attaching to a Chromium browser process
-0.5 s old this way failed in 8 of 239 tries on this 2-core machine under a load of 4-9 busy
-processes (November 2026); waiting for the settled main thread, 1 of 295 (tried the same way).
-The rest is the thread waking between the check and Frida's stop: a settled thread is only
-unlikely, not certain, to be inside the allocator then.
+thread was stopped while holding a lock the loader then needs (by all signs the allocator's:
+Chromium's PartitionAlloc has one for the whole process), the loader waits for it forever, the
+attach times out ("timed out trying to sync up with agent") and the process stays frozen, so
+trying again fails too. The main thread was found stopped in madvise/mprotect or
+mid-instruction, with the loader's thread and several of Chromium's own threads waiting on one
+contended futex. Attaching to a Chromium browser process 0.5 s old this way failed in 8 of 239
+tries on this 2-core machine under a load of 4-9 busy processes (November 2026); waiting for
+the settled main thread, 1 of 295 (tried the same way). The rest is the thread waking between
+the check and Frida's stop: a settled thread is only unlikely, not certain, to be inside the
+allocator then. ``make bench`` (``tracer_attach``) measures both ways again.
 The tracer stops cleanly on SIGTERM/SIGINT: it drains every agent's buffer, then detaches.
 """
 
@@ -170,15 +171,18 @@ class TreeTracer:
 
     # -- attaching --------------------------------------------------------------------------
     def wait_until_settled(self, pid: int) -> bool:
-        """Wait up to ``idle_wait_s`` for ``pid``'s main thread to have slept in system calls
-        through a whole ``settle_s`` (see the module's docstring); False if it never did (or
-        the process has gone). One sleeping sample is not enough: during start-up the thread
-        wakes within the tenth of a second Frida takes to stop it."""
+        """Wait up to ``idle_wait_s`` for ``pid``'s main thread to be found asleep in a system
+        call at every sample (5 ms apart) through ``settle_s`` (see the module's docstring);
+        False if it never was (or the process has gone). One sleeping sample is not enough:
+        during start-up the thread wakes within the tenth of a second Frida takes to stop it."""
         deadline = time.monotonic() + self.idle_wait_s
         quiet_since = None
         while not self.stopping.is_set():
             now = time.monotonic()
-            if not main_thread_asleep(pid):
+            asleep = main_thread_asleep(pid)
+            if asleep is None:
+                return False  # gone: the attach reports it
+            if not asleep:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = now
