@@ -1,4 +1,5 @@
-"""Benchmarks (``make bench``): wall time and memory of the study's parts, against targets.
+"""Benchmarks (``make bench``): wall time and memory of the study's parts, and how often the
+tracer fails to attach, against targets.
 
 Timings are measured here, never asserted in unit tests. Each benchmark writes one JSON file
 under the output directory with what was measured, the target and whether it was met.
