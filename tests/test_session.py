@@ -446,6 +446,11 @@ def test_a_process_killed_mid_session_fails_it_cleanly(
     assert json.loads(kept.read_text())["failure"] == failed["failure"]
     assert json.loads(kept.read_text())["log_tails"] == failed["log_tails"]
     assert not (out / FAILED).exists()
+    # A later run after that success is no retry: it lists no failed attempt, and the kept
+    # file of the earlier one stays where it was.
+    again = run_session(control_spec(tone, "stops", [("unmuted", 1), ("muted", 1)]), out)
+    assert again["status"] == "ok" and again["failed_attempts"] == []
+    assert kept.exists()
 
 
 def test_not_root_is_a_clear_failure(tone: Path, tmp_path: Path, monkeypatch) -> None:

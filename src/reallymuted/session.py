@@ -1059,25 +1059,25 @@ ATTEMPTS = "failed-attempts"
 
 
 def _keep_failed_attempt(outdir: Path) -> list[dict[str, Any]]:
-    """Move a failed attempt's manifest to ``failed-attempts/`` and return every kept one's
-    file, start time and failure (oldest first)."""
+    """If the session's last attempt failed (its failure manifest is still in ``outdir``: this
+    run is a retry), move that manifest to ``failed-attempts/`` and return this run's failed
+    attempts: those it listed, then itself (file, start time, failure). A run after a success
+    is no retry: it returns none, and files of older runs' attempts stay where they are."""
     failed = outdir / FAILED
+    if not failed.is_file():
+        return []
+    data = _read_json(failed) or {}
     folder = outdir / ATTEMPTS
-    if failed.is_file():
-        folder.mkdir(exist_ok=True)
-        number = len(list(folder.glob("attempt-*.json"))) + 1
-        failed.replace(folder / f"attempt-{number:03d}.json")  # zero-padded: sorts in order
-    kept = []
-    for path in sorted(folder.glob("attempt-*.json")) if folder.is_dir() else []:
-        data = _read_json(path) or {}
-        kept.append(
-            {
-                "file": f"{ATTEMPTS}/{path.name}",
-                "start_utc": (data.get("start") or {}).get("utc"),
-                "failure": data.get("failure"),
-            }
-        )
-    return kept
+    folder.mkdir(exist_ok=True)
+    number = len(list(folder.glob("attempt-*.json"))) + 1
+    name = f"attempt-{number:03d}.json"  # zero-padded: sorts in order
+    failed.replace(folder / name)
+    this = {
+        "file": f"{ATTEMPTS}/{name}",
+        "start_utc": (data.get("start") or {}).get("utc"),
+        "failure": data.get("failure"),
+    }
+    return [*(data.get("failed_attempts") or []), this]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
