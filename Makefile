@@ -16,12 +16,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 setup: $(SETUP_STAMP)
 
 # Rerunning is safe: apt skips installed packages, pip skips satisfied pins, and the stamp
-# makes the whole step a no-op until requirements.txt, pyproject.toml or envs/apt.txt change.
-$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt
+# makes the whole step a no-op until requirements.txt, pyproject.toml or envs/apt.* change.
+# The last step prints how the installed Debian packages compare with envs/apt.lock (another
+# point or security release is reported; `make test` fails on a missing one or another major).
+$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt envs/apt.lock
 	bash scripts/install-apt.sh envs/apt.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m reallymuted.debian check
 	touch $@
 
 study: setup

@@ -5,8 +5,10 @@ Three lists name the versions the study runs with: ``requirements.txt`` (pip, in
 and ``envs/apt.txt`` + ``envs/apt-cluster.txt`` (Debian package names; their versions are
 recorded in ``envs/apt.lock``, because a ``name=version`` pin in the install list would stop
 ``make setup`` working on a fresh Debian 12 as soon as the mirror moves on to a security
-update). These tests fail when the lists drift apart or from what this machine has installed,
-and when a rule's code imports a package its conda environment does not pin.
+update). These tests fail when the lists drift apart, when this machine lacks a package or has
+another major version of one (a newer point or security release is reported, not a failure:
+``reallymuted.debian`` says why), and when a rule's code imports a package its conda
+environment does not pin.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reallymuted.artifact import APT_LISTS, installed_debian_versions, read_package_list
+from reallymuted import debian
+from reallymuted.debian import APT_LISTS, read_package_list
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
@@ -58,17 +61,6 @@ def env_pins(path: Path) -> tuple[dict[str, str], list[str]]:
     return pins, conda
 
 
-def apt_lock() -> dict[str, str]:
-    lock = {}
-    for line in (REPO / "envs/apt.lock").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, sep, version = line.partition("=")
-            assert sep, f"envs/apt.lock: {line!r} is not name=version"
-            lock[name] = version
-    return lock
-
-
 # --- pip and conda ------------------------------------------------------------------------
 
 
@@ -104,34 +96,77 @@ def test_venv_matches_requirements() -> None:
 def test_apt_lock_names_every_listed_package() -> None:
     listed = [n for name in APT_LISTS for n in read_package_list(REPO / name)]
     assert len(listed) == len(set(listed)), f"a package is listed twice: {sorted(listed)}"
-    assert sorted(listed) == sorted(apt_lock()), (
+    assert sorted(listed) == sorted(debian.read_lock(REPO / debian.LOCK)), (
         "envs/apt.lock and envs/apt*.txt name different packages; regenerate the lock with "
-        "`.venv/bin/python -m reallymuted.artifact apt-lock > envs/apt.lock`"
+        "`.venv/bin/python -m reallymuted.debian lock > envs/apt.lock`"
     )
 
 
-def test_installed_debian_packages_match_the_lock() -> None:
-    """`make setup` packages must be installed at the locked version; the cluster's packages
-    are checked when installed (scripts/slurm-cluster.sh installs them on first use)."""
+def on_debian() -> None:
     if sys.platform != "linux" or not Path("/usr/bin/dpkg-query").exists():
         pytest.skip("not a Debian machine")
-    lock = apt_lock()
-    setup = set(read_package_list(REPO / "envs/apt.txt"))
-    installed = installed_debian_versions(lock)
-    missing = sorted(n for n in setup if installed[n] is None)
-    assert not missing, f"not installed (run `make setup`): {missing}"
-    differ = {n: (v, installed[n]) for n, v in lock.items() if installed[n] not in (None, v)}
-    assert not differ, (
-        f"installed versions differ from envs/apt.lock (locked, installed): {differ}; after a "
-        "deliberate upgrade, regenerate the lock: "
-        "`.venv/bin/python -m reallymuted.artifact apt-lock > envs/apt.lock`"
+
+
+def test_installed_debian_packages_are_the_locked_major_versions() -> None:
+    """Every `make setup` package installed, each at the locked major version; the cluster's
+    packages are checked when installed (scripts/slurm-cluster.sh installs them on first use).
+    Another point or security release of the same major is drift: listed, not a failure."""
+    on_debian()
+    states = debian.package_states(REPO)
+    failing = [s.describe() for s in states if s.fails]
+    assert not failing, (
+        "\n".join(debian.report(states)) + "\nafter a deliberate upgrade, regenerate the lock: "
+        "`.venv/bin/python -m reallymuted.debian lock > envs/apt.lock`"
     )
+
+
+def test_a_security_release_is_drift_and_a_new_major_or_a_missing_package_fails() -> None:
+    """The policy on versions Debian really ships (dpkg's own ordering decides newer/older)."""
+    on_debian()
+    installed = {
+        "chromium": "156.0.8078.114-1~deb12u1",  # a security build of the locked 156.0.8078.79
+        "tshark": "4.0.11-1~deb12u1",  # an older point release of the same series
+        "pulseaudio": "17.0+dfsg1-2",  # the next upstream series
+        "slurmd": "22.05.8-4+deb12u3",
+    }
+    lock = {
+        "chromium": "156.0.8078.79-1~deb12u1",
+        "tshark": "4.0.17-0+deb12u3",
+        "pulseaudio": "16.1+dfsg1-2+b1",
+        "sox": "14.4.2+git20190427-3.5",
+        "slurmd": "22.05.8-4+deb12u3",
+        "munge": "0.5.15-2+deb12u1",
+    }
+    states = {
+        name: debian.PackageState(name, version, installed.get(name), name != "munge")
+        for name, version in lock.items()
+    }
+    status = {name: (s.status, s.fails) for name, s in states.items()}
+    assert status == {
+        "chromium": (debian.NEWER, False),
+        "tshark": (debian.OLDER, False),
+        "pulseaudio": (debian.MAJOR, True),
+        "sox": (debian.MISSING, True),
+        "slurmd": (debian.SAME, False),
+        "munge": (debian.MISSING, False),  # a cluster package: installed on first use
+    }
+    assert debian.major("1:2.3.4-1") == "1:2" and debian.major("22.05.8-4+deb12u3") == "22"
+    lines = debian.report(list(states.values()))
+    assert lines[0].endswith("1 of 6 as locked"), lines
+    assert any(line.startswith("  note: chromium: newer") for line in lines), lines
+    assert any(line.startswith("  FAIL: pulseaudio: another major") for line in lines), lines
+    assert [s["package"] for s in debian.drift(list(states.values()))] == [
+        "chromium",
+        "tshark",
+        "pulseaudio",
+        "sox",
+        "munge",
+    ]
 
 
 def test_programs_the_testbed_calls_come_from_listed_packages() -> None:
     """Each program a driver or the session runner needs belongs to a package of apt.txt."""
-    if not Path("/usr/bin/dpkg").exists():
-        pytest.skip("not a Debian machine")
+    on_debian()
     import shutil
     import subprocess
 
