@@ -1,22 +1,34 @@
 """Reference data: verification against the pinned checksums, and the download path.
 
 The download is exercised for real over HTTP, from a server on loopback that serves a copy of
-the released files laid out like the authors' repository.
+the released files laid out like the authors' repository (the URL template's
+``{repository}/{commit}/{path}``), both by calling the function and by running the workflow's
+reference rules the way a clone without ../shared does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from reallymuted import reference
 from reallymuted.io import DataError
+
+REPOSITORY = "wi-pi/VCAMuteButton_PoPETS"
+COMMIT = "ae4a55e7011d65403c1559c268e362e7dfc2d352"
+TEMPLATE = "/{repository}/{commit}/{path}"  # after the server's base URL, as on GitHub
 
 
 @pytest.fixture(scope="module")
@@ -55,54 +67,188 @@ def test_locate_prefers_the_local_directory(repo_root: Path, reference_dir: Path
     assert not where.local and where.directory == repo_root / "resources/reference" / ("c" * 40)
 
 
+# --- the download, served from loopback ---------------------------------------------------
+
+
 @pytest.fixture
-def served(reference_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving a copy of the reference files."""
-    root = tmp_path / "served"
-    shutil.copytree(reference_dir, root)
+def pinned_files(repo_root: Path) -> Path:
+    """The released files, the only offline source of what the download must deliver."""
+    source = (repo_root / "../shared/reference/vcamutebutton-popets22").resolve()
+    if not (source / "SHA256SUMS").is_file():
+        pytest.skip(f"no copy of the pinned reference files to serve: {source} is absent")
+    return source
+
+
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving ``root``; yields its base URL."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None  # keep test output quiet
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", root
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
 
 
+@pytest.fixture
+def served(pinned_files: Path, checksums: dict, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder of the served files): the pinned files where TEMPLATE finds them."""
+    root = tmp_path / "served"
+    files = root / REPOSITORY / COMMIT
+    for name in checksums:
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pinned_files / name, files / name)
+    with http_server(root) as base_url:
+        yield base_url, files
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (just released), so a connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def corrupt(path: Path) -> None:
+    """Change one byte, keeping the size (as a bad mirror or a bit flip would)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
 def _config(base_url: str) -> dict:
-    return {
-        "repository": "wi-pi/VCAMuteButton_PoPETS",
-        "commit": "ae4a55e7011d65403c1559c268e362e7dfc2d352",
-        "url_template": base_url + "/{path}",
-    }
+    return {"repository": REPOSITORY, "commit": COMMIT, "url_template": base_url + TEMPLATE}
 
 
 def test_download_fetches_and_verifies_every_file(served, checksums: dict, tmp_path: Path) -> None:
     base_url, _ = served
-    target = tmp_path / "download" / "commit"
+    target = tmp_path / "download" / COMMIT
     reference.download(_config(base_url), checksums, target)
     assert len(reference.verify(target, checksums)) == len(checksums)
     # a file name with a space is quoted in the URL and arrives intact
     assert (target / "UserStudy/Coding Answers.xlsx").is_file()
+    assert list(target.parent.iterdir()) == [target]  # the staging directory is gone
+
+
+def test_download_fills_the_folders_snakemake_made(served, checksums: dict, tmp_path: Path) -> None:
+    # Snakemake creates the folders of a job's outputs before the job: the download must not
+    # take the existing (empty) target for a finished one
+    base_url, _ = served
+    target = tmp_path / "download" / COMMIT
+    for name in checksums:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+    reference.download(_config(base_url), checksums, target)
+    assert len(reference.verify(target, checksums)) == len(checksums)
 
 
 def test_corrupted_download_leaves_nothing_behind(served, checksums: dict, tmp_path: Path) -> None:
-    base_url, root = served
-    with (root / "UserStudy/Q61Cohen.csv").open("a") as fh:
-        fh.write("tampered,,,\n")
-    target = tmp_path / "download" / "commit"
+    base_url, files = served
+    corrupt(files / "UserStudy/Q61Cohen.csv")
+    target = tmp_path / "download" / COMMIT
     with pytest.raises(DataError, match=r"UserStudy/Q61Cohen.csv: downloaded file .* sha256"):
         reference.download(_config(base_url), checksums, target)
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no staging directory left either
 
 
-def test_unreachable_server_names_the_file(checksums: dict, tmp_path: Path) -> None:
-    # port 9 (discard) on loopback: nothing listens, the connection is refused at once
-    config = _config("http://127.0.0.1:9")
-    with pytest.raises(DataError, match=r"download from http://127\.0\.0\.1:9/.* failed"):
+def test_http_error_names_the_url_and_status(served, checksums: dict, tmp_path: Path) -> None:
+    base_url, _ = served
+    config = _config(base_url) | {"commit": "0" * 40}  # a commit the server does not have
+    url = f"{base_url}/{REPOSITORY}/{'0' * 40}/{min(checksums)}"
+    with pytest.raises(reference.DownloadError) as caught:
         reference.download(config, checksums, tmp_path / "x")
+    assert f"download failed: {url}: HTTP 404 File not found; nothing was placed" in str(
+        caught.value
+    )
     assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_server_names_the_url_and_reason(checksums: dict, tmp_path: Path) -> None:
+    port = closed_port()
+    with pytest.raises(reference.DownloadError) as caught:
+        reference.download(_config(f"http://127.0.0.1:{port}"), checksums, tmp_path / "x")
+    assert f"download failed: http://127.0.0.1:{port}/{REPOSITORY}/" in str(caught.value)
+    assert "Connection refused" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the same through the workflow: a clone with no ../shared -------------------------------
+
+
+def run_reference_rules(
+    repo: Path, workdir: Path, url_template: str
+) -> subprocess.CompletedProcess:
+    """``snakemake -c1 results/reference/verified.csv`` in ``workdir``, with ``reference.dir``
+    absent (so the workflow downloads) into ``workdir/downloads``, from ``url_template``."""
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    config["stages"] = {name: name == "reference" for name in config["stages"]}
+    config["reference"] |= {
+        "dir": str(workdir / "no-shared-reference"),
+        "download_dir": str(workdir / "downloads"),
+        "url_template": url_template,
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        *(sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")),
+        *("-d", str(workdir), "--configfile", str(workdir / "config.yaml"), "-c1"),
+        "results/reference/verified.csv",
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+
+
+@pytest.mark.workflow
+def test_workflow_downloads_when_there_is_no_shared_copy(
+    repo_root: Path, served, checksums: dict, tmp_path: Path
+) -> None:
+    base_url, _ = served
+    run = run_reference_rules(repo_root, tmp_path, base_url + TEMPLATE)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = (tmp_path / "logs/reference/download.log").read_text()
+    assert log.count(" downloading ") == len(checksums), log
+    verified = pd.read_csv(tmp_path / "results/reference/verified.csv")
+    assert sorted(verified["file"]) == sorted(checksums)
+    assert dict(zip(verified["file"], verified["sha256"], strict=True)) == checksums
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == [COMMIT]  # no staging left
+    # and once there, the files are not fetched again
+    again = run_reference_rules(repo_root, tmp_path, base_url + TEMPLATE)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.workflow
+def test_workflow_rejects_a_corrupted_file_and_places_none(
+    repo_root: Path, served, tmp_path: Path
+) -> None:
+    base_url, files = served
+    corrupt(files / "UserStudy/webex-dump.json")
+    run = run_reference_rules(repo_root, tmp_path, base_url + TEMPLATE)
+    assert run.returncode != 0
+    log = (tmp_path / "logs/reference/download.log").read_text()
+    url = f"{base_url}/{REPOSITORY}/{COMMIT}/UserStudy/webex-dump.json"
+    expected = f"UserStudy/webex-dump.json: downloaded file from {url} has sha256 "
+    assert expected in log, log
+    assert "1 of 25 files fail the pinned checksums" in log
+    assert expected in run.stderr  # on the terminal too, not only in the log
+    assert files_under(tmp_path / "downloads") == []  # no reference file in place, no staging
+    assert not (tmp_path / "results/reference/verified.csv").exists()
+
+
+@pytest.mark.workflow
+def test_workflow_offline_names_the_failed_download(repo_root: Path, tmp_path: Path) -> None:
+    port = closed_port()
+    run = run_reference_rules(repo_root, tmp_path, f"http://127.0.0.1:{port}" + TEMPLATE)
+    assert run.returncode != 0
+    log = (tmp_path / "logs/reference/download.log").read_text()
+    first = "BgActivityClassifier/ParseSourceData/new_data_10cm.txt"
+    failure = f"download failed: http://127.0.0.1:{port}/{REPOSITORY}/{COMMIT}/{first}: "
+    assert failure in log and "Connection refused" in log, log
+    assert "missing" not in log  # the failure is the download, not an empty folder
+    assert failure in run.stderr
+    assert files_under(tmp_path / "downloads") == []

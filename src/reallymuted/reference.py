@@ -6,9 +6,11 @@ missing or altered file; the error names the file.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -89,8 +91,33 @@ def write_verification(files: list[str], checksums_path: str | Path, out: str | 
     log.info("verified %d reference files in %s", len(table), directory)
 
 
+class DownloadError(DataError):
+    """A file of the pinned commit could not be fetched; the message names its URL and why."""
+
+
 def file_url(template: str, repository: str, commit: str, name: str) -> str:
     return template.format(repository=repository, commit=commit, path=urllib.parse.quote(name))
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in the words a user can act on (status, refusal, timeout...)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        # the socket error behind it: "[Errno 111] Connection refused", a DNS failure, ...
+        return str(exc.reason)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def fetch(url: str, dest: Path, timeout_s: float) -> None:
+    """Copy ``url`` to ``dest``; raise :class:`DownloadError` naming the URL and the reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, dest.open("wb") as fh:
+            shutil.copyfileobj(response, fh)
+    # URLError, HTTPError, timeouts and socket errors are OSErrors; a connection cut mid-body
+    # is http.client.IncompleteRead, which is not
+    except (OSError, http.client.HTTPException) as exc:
+        raise DownloadError(f"download failed: {url}: {_reason(exc)}") from exc
 
 
 def download(
@@ -99,19 +126,25 @@ def download(
     target: str | Path,
     timeout_s: float = 60.0,
 ) -> Path:
-    """Download every listed file of the pinned commit into ``target``, verified.
+    """Download every listed file of the pinned commit and place it in ``target``, verified.
 
-    Files go to a temporary sibling directory that is renamed onto ``target`` only when all
-    of them arrived and matched; on any failure nothing is left behind.
+    ``target`` may already exist, empty or not: Snakemake creates the folders of a job's
+    outputs before it runs the job, and runs it only when some output is missing, so an
+    existing folder says nothing about the files. Every file is therefore fetched into a
+    staging directory beside ``target`` and checked; only when all arrived and matched are they
+    moved into place, each by a rename on the same file system. On any failure before that
+    none is placed, and the staging directory is always removed: no file is ever half in place.
+    Raises :class:`DownloadError` (URL and reason) when a file cannot be fetched, and
+    :class:`DataError` naming every file whose checksum does not match.
     """
     target = Path(target)
-    if target.is_dir():
-        verify(target, checksums)
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    # beside target, so on the same file system: moving a file into place is an atomic rename
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.download-", dir=target.parent))
+    names = sorted(checksums)
     try:
-        for name, expected in sorted(checksums.items()):
+        mismatches: list[str] = []
+        for number, name in enumerate(names, 1):
             url = file_url(
                 reference_config["url_template"],
                 reference_config["repository"],
@@ -120,23 +153,34 @@ def download(
             )
             dest = staging / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            log.info("downloading %s", url)
+            log.info("downloading %d/%d %s", number, len(names), url)
             try:
-                with (
-                    urllib.request.urlopen(url, timeout=timeout_s) as response,
-                    dest.open("wb") as fh,
-                ):
-                    shutil.copyfileobj(response, fh)
-            except OSError as exc:  # URLError, HTTPError and socket errors are all OSErrors
-                raise DataError(f"{name}: download from {url} failed: {exc}") from exc
-            actual = sha256_file(dest)
-            if actual != expected:
-                raise DataError(
-                    f"{name}: downloaded file from {url} has sha256 {actual[:12]}…, "
-                    f"expected {expected[:12]}… (corrupted or wrong commit)"
+                fetch(url, dest, timeout_s)
+            except DownloadError as exc:
+                message = (
+                    f"reference {exc}; nothing was placed in {target} (without network access, "
+                    "put a copy of the released files where config reference.dir points)"
                 )
-        staging.rename(target)
+                log.error("%s", message)
+                raise DownloadError(message) from exc
+            actual = sha256_file(dest)
+            if actual != checksums[name]:
+                # keep going: the whole list tells a corrupted file from a wrong commit
+                mismatches.append(
+                    f"{name}: downloaded file from {url} has sha256 {actual[:12]}…, "
+                    f"expected {checksums[name][:12]}… (corrupted or wrong commit)"
+                )
+                log.error("%s", mismatches[-1])
+        if mismatches:
+            raise DataError(
+                f"reference download rejected, nothing was placed in {target}: "
+                f"{len(mismatches)} of {len(names)} files fail the pinned checksums:\n  "
+                + "\n  ".join(mismatches)
+            )
+        for name in names:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).replace(target / name)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("placed %d verified files in %s", len(names), target)
     return target

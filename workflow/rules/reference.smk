@@ -3,6 +3,8 @@
 
 if not REFERENCE.local:
 
+    # Runs only when some file is missing; Snakemake has made the output folders by then,
+    # so reference.download fetches all files into staging and moves them in when all match.
     rule reference_download:
         output:
             reference_files(),
