@@ -3,6 +3,10 @@
 
 if not REFERENCE.local:
 
+    # On a cluster, compute nodes often have no internet: the submitting host downloads.
+    localrules:
+        reference_download,
+
     # Runs only when some file is missing; Snakemake has made the output folders by then,
     # so reference.download fetches all files into staging and moves them in when all match.
     rule reference_download:
