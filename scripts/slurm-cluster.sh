@@ -3,6 +3,7 @@
 # the cluster test (tests/test_cluster.py, `make test-cluster`) and for trying the SLURM profile
 # (workflow/profiles/slurm/) by hand.
 #
+#   scripts/slurm-cluster.sh install     install missing packages of envs/apt-cluster.txt only
 #   scripts/slurm-cluster.sh up DIR      install missing packages, start munged, slurmctld, slurmd
 #   scripts/slurm-cluster.sh down DIR    cancel jobs, stop every process started for DIR, by PID
 #   scripts/slurm-cluster.sh status DIR  what is running for DIR
@@ -33,7 +34,7 @@ die() {
   exit 1
 }
 
-usage() { die "usage: $0 up|down|status DIR"; }
+usage() { die "usage: $0 install | $0 up|down|status DIR"; }
 
 # --- process bookkeeping ----------------------------------------------------------------
 
@@ -120,7 +121,7 @@ up() {
         "under /tmp, e.g. \$(mktemp -d /tmp/slurm.XXXXXX)"
     dir=$(dirname "$dir")
   done
-  bash "$REPO/scripts/install-apt.sh" "$REPO/envs/apt-cluster.txt" >&2
+  install
 
   mkdir -p "$BASE"/{munge,slurm/state,slurm/spool,log,pids}
   chmod 0755 "$BASE" "$BASE/slurm"
@@ -252,6 +253,11 @@ down() {
   say "cluster down: no process left for $BASE"
 }
 
+# Debian's packages put their own files in /etc (e.g. /etc/slurm/plugstack.conf): those belong
+# to the installation, not to a cluster run, which is why a caller can install first, then take
+# stock of /etc, then start the cluster.
+install() { bash "$REPO/scripts/install-apt.sh" "$REPO/envs/apt-cluster.txt" >&2; }
+
 status() {
   local pids
   pids=$(marked_pids)
@@ -264,6 +270,10 @@ status() {
   if [ -L "$SYSTEM_CONF" ]; then echo "$SYSTEM_CONF -> $(readlink "$SYSTEM_CONF")"; fi
 }
 
+if [ "${1:-}" = install ] && [ $# -eq 1 ]; then
+  install
+  exit
+fi
 [ $# -eq 2 ] || usage
 BASE=$(realpath -m "$2")
 case "$1" in
