@@ -10,6 +10,10 @@ on short files written here, and the config expansion against config.yaml.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +63,80 @@ def test_activity_stimuli_are_deterministic_48k_mono(activity: str, tmp_path: Pa
     assert info.subtype == "PCM_16"
     assert stimuli.make_stimulus({**spec, "recording": 3}, tmp_path / "c.wav") != first
     assert stimuli.make_stimulus({**spec, "seed": 6}, tmp_path / "d.wav") != first
+
+
+# Run in a child process: build each stimulus of argv[1] (name -> spec, JSON) into argv[2] and
+# print name -> sha256. Each stimulus gets a HOME of its own with no sound-server state in it,
+# as on a machine where no PulseAudio client has run yet for this user.
+BUILD_IN_CHILD = """
+import json, os, sys, tempfile
+from reallymuted.stimuli import make_stimulus
+specs, out = json.loads(sys.argv[1]), sys.argv[2]
+digests = {}
+for name, spec in specs.items():
+    os.environ["HOME"] = tempfile.mkdtemp(prefix=f"home-{name}-")
+    digests[name] = make_stimulus(spec, os.path.join(out, f"{name}.wav"))
+print(json.dumps(digests))
+"""
+
+
+def short_study_stimuli(repo_root: Path) -> dict[str, dict]:
+    """Every stimulus of the default study (speech, steps and the attack's activities at its
+    distances), plus a tone, each cut to a few seconds."""
+    config = validate_config(load_yaml(repo_root / "config.yaml"), SCHEMA)
+    specs = {"tone": {"kind": "tone", "seconds": 1, "freq_hz": 440, "level": 0.5}}
+    for name, spec in config["sessions"]["stimuli"].items():
+        spec = {k: v for k, v in spec.items() if k != "apps"}
+        if spec["kind"] == "steps":
+            spec["step_s"] = 0.5
+        else:
+            spec["seconds"] = 3
+        specs[name] = spec
+    return specs
+
+
+def test_every_stimulus_is_byte_identical_across_processes(repo_root: Path, tmp_path: Path) -> None:
+    """Three builds in three processes (each with its own hash seed) give the same bytes.
+
+    Each stimulus starts with an empty HOME and no XDG_RUNTIME_DIR, and the processes share
+    one TMPDIR, as processes of one machine share /tmp: the state in which espeak-ng's audio
+    probe made libpulse draw a runtime directory name from rand(), more draws the more such
+    directories earlier processes had left, shifting the breath noise of the voices that have
+    one (before the fix: tk2d25 differed in all three builds, as the study's had from a later
+    build; nothing else did).
+    """
+    specs = short_study_stimuli(repo_root)
+    kinds = {s["kind"] for s in specs.values()}
+    activities = {s["activity"] for s in specs.values() if s["kind"] == "activity"}
+    assert kinds == {"speech", "tone", "steps", "activity"} and activities == set(
+        stimuli.ACTIVITIES
+    )
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "XDG_RUNTIME"))}
+    runs = []
+    for rep in range(3):
+        out = tmp_path / f"build{rep}"
+        out.mkdir()
+        child_env = {**env, "PYTHONHASHSEED": str(rep + 1), "TMPDIR": str(shared_tmp)}
+        done = subprocess.run(
+            [sys.executable, "-c", BUILD_IN_CHILD, json.dumps(specs), str(out)],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    assert all(set(run) == set(specs) for run in runs)
+    differ = {name: [run[name][:8] for run in runs] for name in specs}
+    differ = {name: d for name, d in differ.items() if len(set(d)) > 1}
+    assert not differ, f"not byte-identical across processes: {differ}"
+    # the files are what the digests say
+    for name in specs:
+        assert len({(tmp_path / f"build{rep}/{name}.wav").read_bytes() for rep in range(3)}) == 1
+    # and espeak-ng left no sound-server state behind (libpulse's random runtime directory)
+    assert not list(shared_tmp.glob("pulse-*"))
 
 
 def test_a_recording_is_the_same_sound_at_every_distance() -> None:
