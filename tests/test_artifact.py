@@ -4,11 +4,13 @@ checkout, rebuilding every table and figure from the archive's raw evidence alon
 The study replays the three real sessions of tests/data/sessions (control client, baresip,
 Chromium; recorded by the instrument itself) next to the reference stage with a reduced
 classifier, so the round trip needs neither root nor a capture and takes about a minute.
-Tampering with the archive, a stale study and a changed pixel must each be caught.
+Tampering with the archive, a stale study and a changed pixel must each be caught. The stimuli
+the sessions played are evidence: the replay reads the archived WAVs and never makes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 from PIL import Image
 
 from reallymuted import artifact
+from reallymuted.session import EVIDENCE, MANIFEST, matrix, session_dir
+from reallymuted.stimuli import make_stimulus
 
 pytestmark = pytest.mark.workflow
 
@@ -55,6 +60,10 @@ def small_config(repo: Path) -> dict:
     return config
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
 
@@ -67,7 +76,14 @@ def study(repo_root: Path, reference_dir: Path, tmp_path_factory: pytest.TempPat
             repo_root / f"tests/data/sessions/{app}/{mode}-tone/rep1",
             workdir / f"results/raw/{app}/{mode}-tone/rep1",
         )
-    (workdir / "config.yaml").write_text(yaml.safe_dump(small_config(repo_root)))
+    config = small_config(repo_root)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    # the WAV the sessions played (tests/data/sessions/README.md), as a capture leaves it
+    (workdir / "results/stimuli").mkdir(parents=True)
+    tone = make_stimulus(
+        config["sessions"]["stimuli"]["tone"], workdir / "results/stimuli/tone.wav"
+    )
+    assert tone.startswith("0848306f"), "not the stimulus of the sessions' manifests"
     command = artifact.snakemake_command(repo_root, workdir, [workdir / "config.yaml"])
     command += ["--workflow-profile", str(repo_root / "workflow/profiles/default"), "-c2"]
     done = run(command)
@@ -153,6 +169,13 @@ def test_fresh_clone_rebuilds_identical_tables_and_figures(
     for name in compared:
         assert (tmp_path / "verify/rebuild" / name).stat().st_mtime >= started - 1, name
     assert f"outputs compared: {len(compared)} ({len(compared)} identical)" in report
+    # the stimulus is the archived one, in place, not made again
+    tone = "results/stimuli/tone.wav"
+    assert manifest["files"][tone]["role"] == "stimulus"
+    assert "stimuli: 1 archived, replayed as archived\n" in report
+    archived = tmp_path / f"verify/archive/{artifact.TOP}/{tone}"
+    assert (tmp_path / "verify/rebuild" / tone).read_bytes() == archived.read_bytes()
+    assert not (tmp_path / "verify/rebuild/logs/stimuli").exists()
 
 
 def test_by_default_the_authors_data_is_named_not_packed(
@@ -230,3 +253,51 @@ def test_replay_without_the_evidence_stops_with_the_missing_files(
     assert "sessions.replay is on" in text
     assert "results/raw/chromium/soft-tone/rep1: missing manifest.json, events.jsonl" in text
     assert "results/raw/control-stops/ctrl-tone/rep1: missing manifest.json" in text
+
+
+def test_the_replay_reads_the_archived_stimuli_and_never_makes_them(
+    repo_root: Path, reference_dir: Path, tmp_path: Path
+) -> None:
+    """The default study (the attack on): its 20 archived stimuli, none of them what the
+    generator makes, extracted with the old times of an archive, are placed for the replay;
+    a dry run then plans the attack's analysis on them and no stimulus job."""
+    config = artifact.effective_config(repo_root, repo_root, [])
+    root, rebuild = tmp_path / "archive", tmp_path / "rebuild"
+    for key in matrix(config["sessions"]):  # the raw evidence: only its presence matters here
+        folder = root / session_dir(*key)
+        folder.mkdir(parents=True)
+        for name in (MANIFEST, *EVIDENCE, "collector.jsonl"):
+            (folder / name).write_text("")
+    files = {}
+    old = time.time() - 30 * 86400  # packed a month ago: older than this checkout's code
+    for index, name in enumerate(config["sessions"]["stimuli"]):
+        path = root / f"results/stimuli/{name}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tone = 0.1 * np.sin(2 * np.pi * (300 + 10 * index) * np.arange(4800) / 48000)
+        sf.write(str(path), tone, 48000, subtype="PCM_16")
+        os.utime(path, (old, old))
+        files[f"results/stimuli/{name}.wav"] = {"sha256": sha256(path), "role": "stimulus"}
+    assert len(files) == 20 and any(n.startswith("results/stimuli/tk2") for n in files)
+    placed = artifact.prepare_rebuild(root, {"config": config, "files": files}, rebuild)
+
+    assert sorted(s.path for s in placed) == sorted(files)
+    for name in files:
+        assert (rebuild / name).read_bytes() == (root / name).read_bytes(), name
+    dry_run = [*artifact.snakemake_command(repo_root, rebuild, [rebuild / "config.yaml"]), "-n"]
+    planned = run(dry_run)
+    assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
+    assert "rule attack_telemetry:" in planned.stdout, "the stimuli's reader is planned"
+    assert "_stimulus:" not in planned.stdout, "a stimulus would be made again"
+    assert artifact.stimulus_problems(rebuild, placed) == []
+
+    # copied with the archive's times instead, every attack stimulus would be made again
+    # (older than the stimulus code), and the verification would say so
+    for name in files:
+        shutil.copy2(root / name, rebuild / name)
+    stale = run(dry_run)
+    assert stale.stdout.count("rule attack_stimulus:") == 18, stale.stdout[-3000:]
+    (rebuild / "results/stimuli/extra.wav").write_bytes(b"")
+    problems = artifact.stimulus_problems(rebuild, placed)
+    assert len(problems) == 21
+    assert "results/stimuli/tk2d25.wav: made again by the rebuild, not the archived one" in problems
+    assert "results/stimuli/extra.wav: not in the archive; made by the rebuild" in problems

@@ -5,10 +5,11 @@ Why *replay*: a testbed session is a real-time capture, so running it again give
 never the same bytes. Verification therefore takes the archived raw evidence as given
 (``sessions.replay: true``: the capture rule is not defined and ``results/raw/`` is a plain
 input of extraction) and rebuilds everything derived from it and from the authors' reference
-data. The rebuild happens in a fresh directory that holds nothing but that evidence, so
-Snakemake's modification-time logic never sees an archived output: however the times of the
-extracted files and of a fresh checkout compare, every table and figure is computed again
-before it is compared with the archived one.
+data. The stimuli the sessions played are evidence too: the replay reads the archived WAVs,
+never a new build of their specs (:func:`prepare_rebuild`). The rebuild happens in a fresh
+directory that holds nothing but that evidence, so Snakemake's modification-time logic never
+sees an archived output: however the times of the extracted files and of a fresh checkout
+compare, every table and figure is computed again before it is compared with the archived one.
 
 Archive (``reallymuted-artifact-<commit>.tar.gz``), one top directory ``reallymuted-artifact/``:
 
@@ -76,9 +77,11 @@ CODE_PATHS = (
     "Makefile",
 )
 APT_LISTS = ("envs/apt.txt", "envs/apt-cluster.txt")
-# Packed, but not rebuilt by a replay: the report records run times; stimuli are only made
-# for capture; benchmarks measure the machine.
-NOT_REBUILT = ("results/report.html", "results/stimuli/", "results/bench/")
+STIMULI = "results/stimuli/"
+# Packed, but not rebuilt by a replay: the report records run times; the stimuli are evidence
+# (what the sessions played: placed as archived, see prepare_rebuild); benchmarks measure the
+# machine.
+NOT_REBUILT = ("results/report.html", STIMULI, "results/bench/")
 
 
 class ArtifactError(RuntimeError):
@@ -506,12 +509,15 @@ class Verification:
     snakemake_tail: str
     seconds: float
     pixel_tolerance: int
+    stimuli: int = 0  # archived stimuli placed for the replay
+    stimulus_problems: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (
             not self.integrity
             and self.snakemake_ok
+            and not self.stimulus_problems
             and bool(self.comparisons)
             and all(c.ok for c in self.comparisons)
         )
@@ -530,9 +536,17 @@ class Verification:
             f"outputs compared: {len(self.comparisons)} ("
             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             + f"); PNG pixel tolerance {self.pixel_tolerance}/255",
+            f"stimuli: {self.stimuli} archived, replayed as archived"
+            + (f" except {len(self.stimulus_problems)}" if self.stimulus_problems else ""),
         ]
         if self.integrity:
             lines += ["", "## Archive integrity problems", *[f"- {p}" for p in self.integrity]]
+        if self.stimulus_problems:
+            lines += [
+                "",
+                "## Stimuli the rebuild did not take from the archive",
+                *[f"- {p}" for p in self.stimulus_problems],
+            ]
         if not self.snakemake_ok:
             lines += ["", "## The rebuild failed", "```", self.snakemake_tail, "```"]
         bad = [c for c in self.comparisons if not c.ok]
@@ -608,28 +622,83 @@ def _extra(rebuild: Path, manifest: dict[str, Any]) -> list[str]:
     )
 
 
-def _rebuild(
-    root: Path, manifest: dict[str, Any], repo: Path, rebuild: Path, workdir: Path, cores: str
-) -> tuple[bool, str]:
-    """Run the workflow in ``rebuild``, which holds the raw evidence and the configuration and
-    nothing else, so every output is computed again. Returns (success, end of the log)."""
+@dataclasses.dataclass(frozen=True)
+class PlacedStimulus:
+    """An archived stimulus as placed in the rebuild directory (to tell if a job rewrote it)."""
+
+    path: str
+    sha256: str
+    mtime_ns: int
+
+
+def prepare_rebuild(root: Path, manifest: dict[str, Any], rebuild: Path) -> list[PlacedStimulus]:
+    """Make ``rebuild`` hold the archive's evidence and configuration and nothing else: the raw
+    evidence of every session, the stimuli the sessions played, and ``config.yaml`` with
+    ``sessions.replay`` on. Returns the placed stimuli.
+
+    A stimulus is evidence like the raw files: the analyses (the attack's input levels check
+    its sha256 against the session's manifest) must read the bytes that were played, not a new
+    build of the spec. Snakemake would build it again if it took the WAV for out of date: the
+    stimulus rule has the package code as input, and a fresh checkout's code is newer than an
+    archived file's time. So each stimulus is copied with the time of copying, later than the
+    checkout's code; with no job metadata in the fresh directory, nothing else (params, code)
+    can trigger a rerun either.
+    """
     if rebuild.exists():
         shutil.rmtree(rebuild)
     (rebuild / "results").mkdir(parents=True)
     if (root / "results/raw").is_dir():
         shutil.copytree(root / "results/raw", rebuild / "results/raw")
+    placed = []
+    for name, entry in sorted(manifest["files"].items()):
+        if entry["role"] != "stimulus":
+            continue
+        target = rebuild / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / name, target)  # contents only: the time is now
+        placed.append(PlacedStimulus(name, entry["sha256"], target.stat().st_mtime_ns))
     config = manifest["config"]
     config["sessions"]["replay"] = True
     if (root / "reference").is_dir():  # else where the study reads it, relative to the checkout
         config["reference"]["dir"] = str(root / "reference")
     (rebuild / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return placed
+
+
+def stimulus_problems(rebuild: Path, placed: Sequence[PlacedStimulus]) -> list[str]:
+    """Stimuli the rebuild did not take from the archive: an archived one rewritten (or gone),
+    or one the archive lacks that a job made."""
+    problems = []
+    for stimulus in placed:
+        path = rebuild / stimulus.path
+        if not path.is_file():
+            problems.append(f"{stimulus.path}: removed by the rebuild")
+        elif path.stat().st_mtime_ns != stimulus.mtime_ns or sha256_file(path) != stimulus.sha256:
+            problems.append(f"{stimulus.path}: made again by the rebuild, not the archived one")
+    known = {s.path for s in placed}
+    folder = rebuild / STIMULI
+    made = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    for path in made:
+        name = str(path.relative_to(rebuild))
+        if name not in known:
+            problems.append(f"{name}: not in the archive; made by the rebuild")
+    return problems
+
+
+def _rebuild(
+    root: Path, manifest: dict[str, Any], repo: Path, rebuild: Path, workdir: Path, cores: str
+) -> tuple[bool, str, list[PlacedStimulus]]:
+    """Run the workflow in ``rebuild``, which holds the evidence and the configuration and
+    nothing else (:func:`prepare_rebuild`), so every output is computed again. Returns
+    (success, end of the log, the placed stimuli)."""
+    placed = prepare_rebuild(root, manifest, rebuild)
     command = snakemake_command(repo, rebuild, [rebuild / "config.yaml"])
     command += ["--workflow-profile", str(repo / "workflow/profiles/default")]
     command += ["--cores", str(cores)]
     log_path = workdir / "rebuild.log"
     with log_path.open("w") as log:
         run = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-    return run.returncode == 0, "\n".join(log_path.read_text().splitlines()[-40:])
+    return run.returncode == 0, "\n".join(log_path.read_text().splitlines()[-40:]), placed
 
 
 def verify(
@@ -658,11 +727,14 @@ def verify(
     manifest = json.loads((root / MANIFEST).read_text())
     integrity = check_integrity(root)
     rebuild = workdir / "rebuild"
+    placed: list[PlacedStimulus] = []
+    problems: list[str] = []
     if integrity:  # a corrupted archive is not evidence: rebuilding from it proves nothing
         snakemake_ok, tail, comparisons = False, "not run: the archive failed its checksums", []
     else:
-        snakemake_ok, tail = _rebuild(root, manifest, repo, rebuild, workdir, cores)
+        snakemake_ok, tail, placed = _rebuild(root, manifest, repo, rebuild, workdir, cores)
         comparisons = compare_trees(root, rebuild, _compared(manifest), pixel_tolerance)
+        problems = stimulus_problems(rebuild, placed)
     current = code_digests(repo)
     archived = manifest.get("code", {})
     code_changes = sorted(
@@ -683,6 +755,8 @@ def verify(
         snakemake_tail=tail,
         seconds=time.monotonic() - start,
         pixel_tolerance=pixel_tolerance,
+        stimuli=len(placed),
+        stimulus_problems=problems,
     )
 
 
