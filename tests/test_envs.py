@@ -194,6 +194,20 @@ def test_programs_the_testbed_calls_come_from_listed_packages() -> None:
     assert not unlisted, f"programs from packages missing in envs/apt.txt: {unlisted}"
 
 
+def test_playwrights_node_driver_runs() -> None:
+    """Playwright drives Chromium through a Node.js binary of its own, whose shared libraries
+    (libatomic) a minimal Debian lacks: seen only on a first install, as 'Connection closed
+    while reading from the driver' in every browser session."""
+    import subprocess
+
+    from playwright._impl._driver import compute_driver_executable
+
+    node, cli = compute_driver_executable()
+    run = subprocess.run([node, cli, "--version"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("Version "), run.stdout
+
+
 # --- rules and their conda environments ------------------------------------------------------
 
 RULE = re.compile(r"^(?P<indent>[ ]*)rule (?P<name>\w+):\n", re.M)
