@@ -145,6 +145,12 @@ def test_archive_holds_evidence_outputs_and_provenance(archive: Path) -> None:
     assert manifest["git"]["commit"] and len(manifest["git"]["commit"]) == 40
     assert manifest["config"]["classifier"]["windows"] == [3]
     assert manifest["tools"]["python_packages"]["snakemake"]
+    # the installed Debian set, and where it is not what envs/apt.lock says
+    installed = manifest["tools"]["debian_packages"]
+    assert installed["tshark"] and installed["chromium"]
+    lock = artifact.debian.read_lock(artifact.default_repo() / artifact.debian.LOCK)
+    drifted = {d["package"]: d["installed"] for d in manifest["tools"]["debian_drift"]}
+    assert drifted == {n: v for n, v in installed.items() if v != lock[n]}
     assert "src/reallymuted/artifact.py" in manifest["code"]
     roles = {e["role"] for e in manifest["files"].values()}
     assert {"evidence", "output", "log", "reference", "config"} <= roles
@@ -176,6 +182,35 @@ def test_fresh_clone_rebuilds_identical_tables_and_figures(
     archived = tmp_path / f"verify/archive/{artifact.TOP}/{tone}"
     assert (tmp_path / "verify/rebuild" / tone).read_bytes() == archived.read_bytes()
     assert not (tmp_path / "verify/rebuild/logs/stimuli").exists()
+    # versions are reported beside the verdict: the study's against the lock and this machine
+    assert "## Versions (reported; the verdict rests on the outputs)" in report
+    assert "- this machine vs the study: " in report
+
+
+def test_verification_reports_packages_that_differ_from_the_study(tmp_path: Path) -> None:
+    """A study made with other Debian builds than this machine has: named, with both versions,
+    and a build of another major version marked as a failure of the lock."""
+    repo = artifact.default_repo()
+    lock = artifact.debian.read_lock(repo / artifact.debian.LOCK)
+    here = artifact.debian.installed_versions(lock)
+    if not here["tshark"]:
+        pytest.skip("tshark is not installed (run `make setup`)")
+    study = {**lock, "tshark": "3.6.2-1"}
+    lines = artifact.versions_report({"tools": {"debian_packages": study}}, repo)
+    assert lines[0] == f"- Debian packages (the study's vs envs/apt.lock): {len(lock) - 1} of " + (
+        f"{len(lock)} as locked"
+    )
+    assert (
+        "  - FAIL: tshark: another major version, installed 3.6.2-1, locked " + (lock["tshark"])
+        in lines
+    ), lines
+    assert f"  - tshark: 3.6.2-1 in the study, {here['tshark']} here" in lines, lines
+    differ = sum(here[n] != v for n, v in study.items())
+    assert (
+        f"- this machine vs the study: {len(study) - differ} of {len(study)} packages at "
+        + ("the study's version")
+        in lines
+    ), lines
 
 
 def test_by_default_the_authors_data_is_named_not_packed(
@@ -193,8 +228,7 @@ def test_by_default_the_authors_data_is_named_not_packed(
 
 def test_a_tampered_archive_fails_before_any_rebuild(archive: Path, tmp_path: Path) -> None:
     unpacked = tmp_path / "unpacked"
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
+    artifact.extract(archive, unpacked)
     table = unpacked / artifact.TOP / "results/tables/mic_policy.csv"
     table.write_text(table.read_text().replace("stops", "continuous"))
     tampered = tmp_path / "tampered.tar.gz"

@@ -57,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from reallymuted import debian
 from reallymuted.io import sha256_file
 
 TOP = "reallymuted-artifact"
@@ -76,7 +77,6 @@ CODE_PATHS = (
     "pyproject.toml",
     "Makefile",
 )
-APT_LISTS = ("envs/apt.txt", "envs/apt-cluster.txt")
 STIMULI = "results/stimuli/"
 # Packed, but not rebuilt by a replay: the report records run times; the stimuli are evidence
 # (what the sessions played: placed as archived, see prepare_rebuild); benchmarks measure the
@@ -207,46 +207,6 @@ def git_info(repo: Path) -> dict[str, Any]:
     }
 
 
-def read_package_list(path: str | Path) -> list[str]:
-    """Package names of an apt list (first word of each line, ``#`` starts a comment)."""
-    names = []
-    for line in Path(path).read_text().splitlines():
-        words = line.split("#", 1)[0].split()
-        if words:
-            names.append(words[0].split("=", 1)[0])
-    return names
-
-
-def installed_debian_versions(names: Iterable[str]) -> dict[str, str | None]:
-    """Installed version of each Debian package (None when absent or dpkg is missing)."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        if shutil.which("dpkg-query") is None:
-            versions[name] = None
-            continue
-        run = _run(["dpkg-query", "-W", "-f=${Status}\t${Version}", name])
-        status, _, version = run.stdout.partition("\t")
-        versions[name] = version if run.returncode == 0 and "ok installed" in status else None
-    return versions
-
-
-def apt_lock(repo: Path) -> str:
-    """The text of ``envs/apt.lock``: this machine's version of every listed Debian package."""
-    lines = [
-        "# Debian 12 package versions the study was made with: every package of envs/apt.txt and",
-        "# envs/apt-cluster.txt as installed by `make setup` / scripts/slurm-cluster.sh.",
-        "# tests/test_envs.py checks this machine against it. After an upgrade, regenerate with",
-        "#   .venv/bin/python -m reallymuted.artifact apt-lock > envs/apt.lock",
-    ]
-    for list_name in APT_LISTS:
-        names = read_package_list(repo / list_name)
-        for name, version in installed_debian_versions(names).items():
-            if version is None:
-                raise ArtifactError(f"{name} ({list_name}) is not installed: nothing to lock")
-            lines.append(f"{name}={version}")
-    return "\n".join(lines) + "\n"
-
-
 def _first_line(argv: Sequence[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
@@ -266,12 +226,18 @@ def tool_versions(repo: Path) -> dict[str, Any]:
             key, _, value = line.partition("=")
             os_release[key] = value.strip('"')
     apt_names = [
-        n for name in APT_LISTS if (repo / name).is_file() for n in read_package_list(repo / name)
+        n
+        for name in debian.APT_LISTS
+        if (repo / name).is_file()
+        for n in debian.read_package_list(repo / name)
     ]
+    installed = debian.installed_versions(apt_names)
     return {
         "python": sys.version.split()[0],
         "python_packages": dict(sorted(packages.items(), key=lambda kv: kv[0].lower())),
-        "debian_packages": installed_debian_versions(apt_names),
+        "debian_packages": installed,
+        # what ran that is not what envs/apt.lock says (another point/security release, ...)
+        "debian_drift": debian.drift(debian.package_states(repo, installed)),
         "os": os_release.get("PRETTY_NAME"),
         "kernel": platform.release(),
         "machine": platform.machine(),
@@ -511,6 +477,7 @@ class Verification:
     pixel_tolerance: int
     stimuli: int = 0  # archived stimuli placed for the replay
     stimulus_problems: list[str] = dataclasses.field(default_factory=list)
+    versions: list[str] = dataclasses.field(default_factory=list)  # reported, never a verdict
 
     @property
     def ok(self) -> bool:
@@ -547,6 +514,12 @@ class Verification:
                 "## Stimuli the rebuild did not take from the archive",
                 *[f"- {p}" for p in self.stimulus_problems],
             ]
+        if self.versions:
+            lines += [
+                "",
+                "## Versions (reported; the verdict rests on the outputs)",
+                *self.versions,
+            ]
         if not self.snakemake_ok:
             lines += ["", "## The rebuild failed", "```", self.snakemake_tail, "```"]
         bad = [c for c in self.comparisons if not c.ok]
@@ -580,6 +553,44 @@ class Verification:
 
 def _describe(git: dict[str, Any]) -> str:
     return str(git.get("describe") or git.get("commit") or "unknown")
+
+
+def extract(archive: Path, dest: Path) -> None:
+    """Unpack ``archive`` into ``dest``, refusing members that would land outside it, links and
+    device files. Python's own ``filter="data"`` does this from 3.11.4; Debian 12's Python is
+    3.11.2, so the same checks are made here where the filter is missing."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()
+        for member in tar.getmembers():
+            target = (dest / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                raise ArtifactError(f"{archive}: refusing member {member.name!r}")
+        tar.extractall(dest)
+
+
+def versions_report(manifest: dict[str, Any], repo: Path) -> list[str]:
+    """How the Debian packages the study ran with compare with ``envs/apt.lock``, and how this
+    machine's compare with the study's: a newer security build is a fact to report, not a
+    reason to distrust identical outputs (reallymuted.debian says why)."""
+    archived = manifest.get("tools", {}).get("debian_packages") or {}
+    if not archived:
+        return ["- the archive records no Debian packages"]
+    first, *details = debian.report(debian.package_states(repo, archived), where="the study's")
+    lines = [f"- {first}", *[f"  - {line.strip()}" for line in details]]
+    here = debian.installed_versions(archived)
+    changed = [
+        f"  - {name}: {version} in the study, {here[name] or 'not installed'} here"
+        for name, version in archived.items()
+        if version and here.get(name) != version
+    ]
+    lines.append(
+        f"- this machine vs the study: {len(archived) - len(changed)} of {len(archived)} "
+        "packages at the study's version"
+    )
+    return lines + changed
 
 
 def check_integrity(root: Path) -> list[str]:
@@ -719,8 +730,7 @@ def verify(
     if unpacked.exists():
         shutil.rmtree(unpacked)
     unpacked.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
+    extract(archive, unpacked)
     root = unpacked / TOP
     if not (root / MANIFEST).is_file():
         raise ArtifactError(f"{archive}: no {TOP}/{MANIFEST} inside; not a reallymuted artifact")
@@ -757,6 +767,7 @@ def verify(
         pixel_tolerance=pixel_tolerance,
         stimuli=len(placed),
         stimulus_problems=problems,
+        versions=versions_report(manifest, repo),
     )
 
 
@@ -785,7 +796,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--workdir", type=Path, default=None, help="default: a new temporary dir")
     v.add_argument("--cores", default="all")
     v.add_argument("--pixel-tolerance", type=int, default=0, help="0-255, PNG only (default 0)")
-    sub.add_parser("apt-lock", help="print envs/apt.lock for this machine")
     args = parser.parse_args(argv)
     repo = (args.repo or default_repo()).resolve()
     try:
@@ -809,8 +819,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text, end="")
             print(f"(report: {Path(result.workdir, 'verify-report.md')})")
             return 0 if result.ok else 1
-        sys.stdout.write(apt_lock(repo))
-        return 0
     except ArtifactError as exc:
         print(f"artifact: error: {exc}", file=sys.stderr)
         return 2
