@@ -5,4 +5,10 @@ from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
 out = snakemake.output
-claims.write_claims(snakemake.input.claims, list(snakemake.input["values"]), out.csv, out.md)
+claims.write_claims(
+    snakemake.input.claims,
+    list(snakemake.input["values"]),
+    out.csv,
+    out.md,
+    dict(snakemake.params.absent),
+)
