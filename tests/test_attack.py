@@ -208,6 +208,7 @@ def test_values_correlate_gains_with_input_power() -> None:
     minutes = attack.minutes_table(table)
     values = attack.telemetry_values(table, minutes, [1, 3])
     assert values["all_matched"] and values["intervals_traced"] == len(table)
+    assert values["source"] == "testbed-profile"  # from the rows, not typed
     assert values["r_mean_gain_dba"] > 0.9 and values["r_mean_exceeds_r_min"]
     assert values["windows_per_activity_n3"] == {a: 36 for a in ("kb", "vc", "dg", "cm")}
     assert values["recordings_per_activity"] == {a: 3 for a in ("cm", "dg", "kb", "vc")}
@@ -248,6 +249,18 @@ def test_learning_curve_sets_captured_beside_reference() -> None:
     assert ref.eval_set.tolist() == ["eval1", "eval2"] and (ref.minutes_observed == 3).all()
     assert (ref.stimulus_source == attack.REFERENCE_STIMULUS_SOURCE).all()
     assert (curve.chance == 0.25).all()
+
+
+def test_values_beside_the_reference_name_each_keys_source() -> None:
+    captured = {"source": "testbed-profile", "r_mean_gain_dba": 0.9, "macro_accuracy": 0.5}
+    values = attack.with_sources(captured, {"reference_eval1_accuracy_n3": (0.7, "reference")})
+    assert values["source"] == "reference, testbed-profile"
+    assert values["source_of"] == {
+        "r_mean_gain_dba": "testbed-profile",
+        "macro_accuracy": "testbed-profile",
+        "reference_eval1_accuracy_n3": "reference",
+    }
+    assert attack.with_sources(captured, {})["source"] == "testbed-profile"
 
 
 # --- the workflow ---------------------------------------------------------------------------

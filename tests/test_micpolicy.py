@@ -102,3 +102,93 @@ def test_state_stats() -> None:
     assert stats.loc["muted", "os_read_share"] == 0
     assert stats.loc["unmuted", "os_read_share"] == pytest.approx(1)
     assert stats.loc["unmuted", "app_reads_per_s"] == pytest.approx(50, rel=0.02)
+
+
+def _policy_row(source: str, app: str, mode: str, policy: str) -> dict:
+    return {
+        "source": source,
+        "app": app,
+        "mute_mode": mode,
+        "policy": policy,
+        "period_s": np.nan,
+        "witnesses_agree": True,
+    }
+
+
+def _state_row(
+    source: str, app: str, mode: str, state: str, app_reads: float, **driver: str
+) -> dict:
+    return {
+        "source": source,
+        "app": app,
+        "mute_mode": mode,
+        "driver": driver.get("driver", ""),
+        "registry_app": driver.get("registry_app", ""),
+        "state": state,
+        "app_reads_per_s": app_reads,
+        "rtp_packets_per_s": 50.0,
+        "rtp_payload_mean": 10.0,
+        "audio_level_median_dbov": -127.0,
+    }
+
+
+def test_values_say_the_source_of_each_key_from_its_rows() -> None:
+    """A real client and a model side by side: the file names both, each key its own."""
+    from reallymuted.micpolicy import testbed_values
+
+    policy = pd.DataFrame(
+        [
+            _policy_row("testbed", "chromium", "soft", "continuous"),
+            _policy_row("testbed-profile", "webex-2021", "app", "continuous"),
+        ]
+    )
+    states = pd.DataFrame(
+        [
+            _state_row("testbed", "chromium", "soft", "muted", 50.0, driver="chromium"),
+            _state_row("testbed-profile", "webex-2021", "app", "muted", 50.0, driver="profile"),
+        ]
+    )
+    values = testbed_values(policy, states)
+    assert values["source"] == "testbed, testbed-profile"
+    assert values["source_of"]["policy_chromium_soft"] == "testbed"
+    assert values["source_of"]["policy_webex_2021_app"] == "testbed-profile"
+    assert values["source_of"]["muted_audio_level_median_dbov_chromium_soft"] == "testbed"
+    assert set(values["source_of"]) == set(values) - {
+        "source",
+        "source_of",
+        "sources",
+        "drivers",
+        "apps",
+    }
+    assert "native_continuous_apps" not in values  # no native session: not a zero
+
+
+def test_native_values_per_registry_app() -> None:
+    """Webex read continuously while muted; Teams was never seen calling the capture API."""
+    from reallymuted.micpolicy import testbed_values
+
+    policy = pd.DataFrame(
+        [
+            _policy_row("native", "webex-windows", "hotkey", "continuous"),
+            _policy_row("native", "teams-windows", "hotkey", "stops"),
+            _policy_row("native", "zoom-windows", "hotkey", "stops"),
+        ]
+    )
+    reads = {  # app reads per second, unmuted then muted
+        "webex": (100.0, 100.0),
+        "teams": (0.0, 0.0),
+        "zoom": (100.0, 0.0),
+    }
+    states = pd.DataFrame(
+        [
+            _state_row("native", f"{app}-windows", "hotkey", state, rate,
+                       driver="native-windows", registry_app=app)
+            for app, rates in reads.items()
+            for state, rate in zip(("unmuted", "muted"), rates, strict=True)
+        ]
+    )  # fmt: skip
+    values = testbed_values(policy, states)
+    assert values["native_platforms"] == ["windows"]
+    assert values["native_continuous_apps"] == ["webex"]
+    assert values["native_untraced_apps_windows"] == ["teams"]  # zoom stopped, it was traced
+    assert values["drivers"] == ["native-windows"] and values["source"] == "native"

@@ -54,6 +54,7 @@ import soundfile as sf
 from reallymuted import classifier
 from reallymuted.extract import load_manifest
 from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
+from reallymuted.micpolicy import source_label
 from reallymuted.stimuli import ACTIVITIES
 from reallymuted.telemetry_sessions import frame_gain, frame_gaps, pearson
 
@@ -406,7 +407,7 @@ def telemetry_values(
     """Named values of the captured telemetry: counts, matches, r against dB(A), windows."""
     muted = table[table.matched.astype(bool) & (table.state == "muted")]
     values: dict[str, Any] = {
-        "source": SOURCE,
+        "source": source_label(table.source),
         "stimulus_source": " ".join(sorted(set(table.stimulus_source))) or None,
         "sessions": int(table.groupby(["app", "condition", "rep"]).ngroups),
         "intervals": len(table),
@@ -716,6 +717,19 @@ def classifier_values(
     return values
 
 
+def with_sources(values: dict[str, Any], beside: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
+    """The captured values with values of other sources beside them (the reference's
+    accuracies): the file's ``source`` names every source, ``source_of`` each key's."""
+    captured = str(values["source"])
+    source_of = {k: captured for k in values if k != "source"}
+    merged = dict(values)
+    for key, (value, source) in beside.items():
+        merged[key], source_of[key] = value, str(source)
+    merged["source"] = source_label([*captured.split(", "), *source_of.values()])
+    merged["source_of"] = source_of
+    return merged
+
+
 def tables_to_files(
     metrics_paths: Sequence[str | Path],
     confusion_paths: Sequence[str | Path],
@@ -740,9 +754,11 @@ def tables_to_files(
     values = json.loads(Path(telemetry_values_path).read_text())
     values |= {"interval_s": interval_s, "stimulus_source": stimulus_source}
     values |= classifier_values(metrics, confusion, curve)
-    if reference is not None:
-        for r in curve[curve.source == "reference"].itertuples():
-            values[f"reference_{r.eval_set}_accuracy_n{r.window}"] = r.macro_accuracy
+    beside = {
+        f"reference_{r.eval_set}_accuracy_n{r.window}": (r.macro_accuracy, r.source)
+        for r in curve[curve.source == "reference"].itertuples()
+    }
+    values = with_sources(values, beside)
     write_csv(out["metrics"], metrics[METRIC_COLUMNS])
     write_csv(out["confusion"], confusion)
     write_csv(out["curve"], curve)

@@ -9,6 +9,7 @@ labelled from each witness separately, and the two labels are compared, never me
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,16 @@ def session_keys(manifest: dict) -> dict[str, object]:
     }
 
 
+def driver_keys(manifest: dict) -> dict[str, str]:
+    """The driver and, for native and web drivers, the registry app the session ran: config
+    names such as ``zoom-windows`` are the user's, the registry id (``zoom``) is what the
+    per-app tables look sessions up by."""
+    return {
+        "driver": str(manifest.get("driver", "")),
+        "registry_app": str((manifest.get("options") or {}).get("registry_app") or ""),
+    }
+
+
 def analyse_session(
     session_dir: str | Path,
     packets_path: str | Path,
@@ -207,6 +218,8 @@ def analyse_session(
     keys = session_keys(manifest)
     for key, value in reversed(keys.items()):
         states.insert(0, key, value)
+    for offset, (key, value) in enumerate(driver_keys(manifest).items()):
+        states.insert(len(keys) + offset, key, value)
     labels = {w: label_policy(reads, segments, w, params) for w in WITNESSES}
     policy = {
         **keys,
@@ -226,13 +239,19 @@ def policy_table(policies: pd.DataFrame) -> pd.DataFrame:
     """One row per source × app × mute mode: the policy both witnesses saw, across sessions.
 
     The label is the OS witness's when every session's two witnesses agree; a disagreement
-    (between witnesses, or between sessions) is written out, not resolved.
+    (between witnesses, or between sessions) is written out, not resolved. Where the OS
+    witness saw nothing in any session (native hosts have none), the label is the app
+    witness's alone: ``muted_read_share_os`` is then empty and ``witnesses_agree`` false.
     """
     rows = []
     for (source, app, mode), group in policies.groupby(["source", "app", "mute_mode"], sort=True):
+        os_seen = not group.policy_os.eq("not observed").all()
         agree = bool(group.witnesses_agree.all())
         labels = sorted(set(group.policy_os) | set(group.policy_app))
-        policy = labels[0] if agree and len(labels) == 1 else "disagree: " + "/".join(labels)
+        if not os_seen:
+            labels = sorted(set(group.policy_app))
+        single = (agree or not os_seen) and len(labels) == 1
+        policy = labels[0] if single else "disagree: " + "/".join(labels)
         periods = pd.concat([group.period_s_os, group.period_s_app]).dropna()
         rows.append(
             {
@@ -282,21 +301,93 @@ def value_key(*parts: object) -> str:
     return "_".join(str(p) for p in parts).replace("-", "_").lower()
 
 
+def source_label(sources: Iterable[object]) -> str:
+    """The sources of a set of rows, as every source statement says them: distinct, sorted,
+    comma-separated ("testbed, testbed-profile"); "none" for no rows."""
+    return ", ".join(sorted({str(s) for s in sources if pd.notna(s)})) or "none"
+
+
 def testbed_values(policy: pd.DataFrame, states: pd.DataFrame) -> dict[str, object]:
-    """Named values per app and mute mode, for the claims table and the per-app tables."""
-    values: dict[str, object] = {"source": "testbed"}
+    """Named values per app and mute mode, for the claims table and the per-app tables.
+
+    The file's ``source`` is that of all its rows; ``source_of`` gives each key the source of
+    the rows it comes from, since real clients and models of apps sit side by side here.
+    ``sources``, ``drivers`` and ``apps`` say what ran, so that a claim can tell a session
+    that did not run from a value that is missing.
+    """
+    values: dict[str, object] = {"source": source_label(policy.source)}
+    source_of: dict[str, str] = {}
+
+    def put(key: str, value: object, source: object) -> None:
+        values[key] = value
+        source_of[key] = str(source)
+
     for row in policy.itertuples():
-        values[value_key("policy", row.app, row.mute_mode)] = row.policy
-        values[value_key("witnesses_agree", row.app, row.mute_mode)] = bool(row.witnesses_agree)
+        put(value_key("policy", row.app, row.mute_mode), row.policy, row.source)
+        put(
+            value_key("witnesses_agree", row.app, row.mute_mode),
+            bool(row.witnesses_agree),
+            row.source,
+        )
         if not np.isnan(row.period_s):
-            values[value_key("period_s", row.app, row.mute_mode)] = row.period_s
-    muted = states[states.state == "muted"].groupby(["app", "mute_mode"])
-    unmuted = states[states.state == "unmuted"].groupby(["app", "mute_mode"])
+            put(value_key("period_s", row.app, row.mute_mode), row.period_s, row.source)
     for column in ("rtp_packets_per_s", "rtp_payload_mean", "audio_level_median_dbov"):
-        for state, groups in (("muted", muted), ("unmuted", unmuted)):
-            for (app, mode), value in groups[column].mean().dropna().items():
-                values[value_key(state, column, app, mode)] = float(value)
+        for state in ("muted", "unmuted"):
+            rows = states[states.state == state].groupby(["source", "app", "mute_mode"])
+            for (source, app, mode), value in rows[column].mean().dropna().items():
+                put(value_key(state, column, app, mode), float(value), source)
+    for key, (value, source) in native_values(policy, states).items():
+        put(key, value, source)
+    values["sources"] = sorted(set(policy.source.astype(str)))
+    values["drivers"] = sorted({str(d) for d in states.get("driver", []) if pd.notna(d) and d})
+    values["apps"] = sorted(set(policy.app.astype(str)))
+    values["source_of"] = source_of
     return values
+
+
+def native_values(policy: pd.DataFrame, states: pd.DataFrame) -> dict[str, tuple[object, str]]:
+    """What the native sessions show per registry app (M1, M4), keyed for the claims table;
+    nothing when no native session ran (the claims then say the hosts were not run)."""
+    native = with_driver_keys(policy, states)
+    native = native[native.source == "native"]
+    if native.empty:
+        return {}
+    platforms = sorted({str(d).removeprefix("native-") for d in native.driver})
+    continuous = sorted(set(native[native.policy == "continuous"].registry_app))
+    found: dict[str, tuple[object, str]] = {
+        "native_platforms": (platforms, "native"),
+        "native_continuous_apps": (continuous, "native"),
+    }
+    native_states = states[states.source == "native"]
+    for platform in platforms:
+        rows = native[native.driver == f"native-{platform}"]
+        untraced = [
+            r.registry_app
+            for r in rows.itertuples()
+            if _app_witness_silent(native_states[native_states.app == r.app])
+        ]
+        found[f"native_untraced_apps_{platform}"] = (sorted(set(untraced)), "native")
+    return found
+
+
+def with_driver_keys(policy: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame:
+    """The policy rows with the driver and registry app of their sessions (from the states
+    table, which carries them per session; empty where the analyses predate them)."""
+    keys = ["source", "app", "mute_mode"]
+    if not {"driver", "registry_app"} <= set(states.columns):
+        return policy.assign(driver="", registry_app="")
+    drivers = states[[*keys, "driver", "registry_app"]].drop_duplicates(keys)
+    joined = policy.merge(drivers, on=keys, how="left")
+    for column in ("driver", "registry_app"):  # read back from CSV, "" came in as NaN
+        joined[column] = joined[column].astype(object).where(joined[column].notna(), "")
+    return joined
+
+
+def _app_witness_silent(states: pd.DataFrame) -> bool:
+    """The tracer saw no capture call in any state of these sessions (the app was not traced,
+    as opposed to an app that stopped reading while muted)."""
+    reads = states.get("app_reads_per_s", pd.Series(dtype=float)).fillna(0)
+    return bool(len(states)) and bool((reads <= 0).all())
 
 
 def write_tables(

@@ -52,7 +52,7 @@ from reallymuted.collector import read_log, request_body
 from reallymuted.drivers.profile import TELEMETRY_PROFILES
 from reallymuted.extract import Segment, load_manifest, mute_segments
 from reallymuted.io import DataError, read_jsonl, write_csv, write_json
-from reallymuted.micpolicy import SESSION_KEYS, session_keys, value_key
+from reallymuted.micpolicy import SESSION_KEYS, session_keys, source_label, value_key
 
 log = logging.getLogger(__name__)
 
@@ -541,7 +541,10 @@ def write_session(
 
 def study_values(table: pd.DataFrame, checks: pd.DataFrame) -> dict[str, Any]:
     """Named values per profile app (and per app and stimulus for the gain check)."""
-    values: dict[str, Any] = {"source": SOURCE, "sessions": len(checks)}
+    values: dict[str, Any] = {
+        "source": source_label(checks.get("source", [])),
+        "sessions": len(checks),
+    }
     values["all_match"] = bool(checks.match.all()) if len(checks) else None
     for app, group in checks.groupby("app", sort=True):
         values[value_key("sessions", app)] = len(group)

@@ -23,9 +23,10 @@ def _interval_words(interval_s: float) -> str:
 
 
 def _footer(stimulus_source: str, interval_s: float, extra: str = "") -> str:
-    """The evidence behind a figure, in one short line (the caption says the rest)."""
+    """What the captured evidence is, in one short line after the footer's sources (the
+    caption says the rest)."""
     synthetic = " (procedural, not the paper's videos)" if "synthetic" in stimulus_source else ""
-    text = f"source: {SOURCE} (webex-2021 profile, not Webex); stimuli: {stimulus_source}"
+    text = f"{SOURCE} = the webex-2021 profile, not Webex; stimuli: {stimulus_source}"
     return f"{text}{synthetic}; 1 record per {interval_s:g} s" + (f"; {extra}" if extra else "")
 
 
@@ -65,7 +66,7 @@ def plot_gain_vs_power(
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     stimulus_source = " ".join(sorted(set(muted.stimulus_source))) or "none"
-    source_footer(fig, _footer(stimulus_source, interval_s))
+    source_footer(fig, muted.source, _footer(stimulus_source, interval_s))
     save(fig, outputs)
 
 
@@ -179,6 +180,7 @@ def plot_learning_curve(curve: pd.DataFrame, outputs: list[str | Path]) -> None:
     stimulus = captured.stimulus_source.iloc[0] if len(captured) else "none"
     source_footer(
         fig,
+        curve.source,
         _footer(stimulus, interval, "reference: the authors' released gains, one per minute"),
     )
     save(fig, outputs)
@@ -274,6 +276,7 @@ def plot_leakage(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     stimuli = " ".join(sorted(set(rows.stimulus_source))) if len(rows) else "none"
     source_footer(
         fig,
+        rows.source,
         f"grey: chance (labels shuffled among recordings; tick: 95th pct); dotted: 1/activities; "
         f"bars: 95 % bootstrap over recordings; {windows}-s windows; stimuli: {stimuli}",
     )

@@ -113,9 +113,7 @@ def plot_gain_space(
         ncol=len(codes),
         frameon=False,
     )
-    source_footer(
-        fig, footer or f"source: {minutes.source.iloc[0]} (authors' released per-minute gains)"
-    )
+    source_footer(fig, minutes.source, footer or "authors' released per-minute gains")
     save(fig, outputs)
 
 
@@ -184,9 +182,10 @@ def plot_confusion(
     fig.tight_layout()
     source_footer(
         fig,
+        scores.loc[list(eval_sets)].source,
         footer
-        or f"source: {source}; trained on the development set only; model chosen on a "
-        "recording-grouped validation split",
+        or "trained on the development set only; model chosen on a recording-grouped "
+        "validation split",
     )
     save(fig, outputs)
 

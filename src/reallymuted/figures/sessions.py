@@ -133,7 +133,7 @@ def plot_timeline(
     level.set_ylabel("level (dB)")
     level.set_xlabel("seconds since session start (grey: muted)")
     level.legend(loc="lower left", fontsize=8, frameon=False)
-    source_footer(fig, f"source: {source}")
+    source_footer(fig, [source], "from the session's manifest")
     fig.tight_layout()
     save(fig, outputs)
 

@@ -36,7 +36,7 @@ def plot_open_question(
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     barh_counts(ax, rows.code.tolist(), rows.respondents.tolist(), total, PALETTE[0])
     ax.set_title(OPEN_QUESTION_TITLES[question] + f" (coded answers, n = {total})", loc="left")
-    source_footer(fig, f"source: {rows.source.iloc[0]} (authors' released survey, coded)")
+    source_footer(fig, rows.source, "authors' released survey, coded")
     save(fig, outputs)
 
 
@@ -62,7 +62,7 @@ def plot_statement_question(
     barh_counts(right, combos.combination.tolist(), combos.respondents.tolist(), total, PALETTE[1])
     right.set_title(f"exact combination selected (top {len(combos)})", loc="left")
     fig.suptitle(STATEMENT_QUESTION_TITLES[question] + f" (n = {total})", x=0.01, ha="left")
-    source_footer(fig, f"source: {per_statement.source.iloc[0]} (authors' released survey)")
+    source_footer(fig, per_statement.source, "authors' released survey")
     fig.tight_layout()
     save(fig, outputs)
 
