@@ -24,6 +24,18 @@ FINDINGS = {
     "M4": "not determined (could not be traced)",
 }
 PLATFORM_NAMES = {"windows": "Windows", "macos": "macOS"}
+# The finding each testbed profile models (drivers/profile.py). A Chromium page cannot model
+# M2: while a track is live, Chromium's audio service reads every sample, so a profile of a
+# flags-only app still reads the microphone continuously; its read share is not the app's.
+PROFILE_FINDING = {
+    "webex-2021": "M1",
+    "zoom-native": "M2",
+    "native-flags-only": "M2",
+    "webrtc-soft-mute": "M3",
+}
+UNMODELLED = {
+    "M2": "behaviour not modelled: buffer flags only (M2) cannot be read by a Chromium page",
+}
 NOT_RUN = {
     "native": "not run: needs a {platform} host with the app installed and an account",
     "web": "not run: needs internet access and an account for the web app",
@@ -81,6 +93,7 @@ HEADLINE_COLUMNS = [
     "muted_read_share_os",
     "muted_read_share_app",
     "witnesses_agree",
+    "reads_modelled",
     "muted_packets_per_s",
     "muted_bytes_per_s",
     "muted_destinations",
@@ -161,6 +174,9 @@ def headline_table(
     and says so in ``measured_as``; a source that did not run has a row that says why and no
     numbers, so an absent measurement is never read as a zero.
     """
+    from reallymuted.micpolicy import with_driver_keys
+
+    policy = with_driver_keys(policy, states)
     rows = []
     for app, entry in registry.items():
         finding = "+".join(entry["paper_finding"]["codes"]) + ": " + entry["paper_finding"]["text"]
@@ -176,72 +192,91 @@ def headline_table(
                 }
             )
         for source, driver in pairs:
-            key = driver if source == "testbed-profile" else app
-            measured = policy[(policy.source == source) & (policy.app == key)]
+            measured = sessions_of(policy, source, driver, app)
             if measured.empty:
-                platform = PLATFORM_NAMES.get(driver.removeprefix("native-"), driver)
-                status = (
-                    "not in this run's configuration"
-                    if source == "testbed-profile"
-                    else NOT_RUN[source].format(platform=platform)
-                )
-                measured_as = (
-                    f"model {driver} (not the app)" if source == "testbed-profile" else driver
-                )
-                rows.append(
-                    {**base, "source": source, "measured_as": measured_as, "status": status}
-                )
+                rows.append({**base, **_not_measured(source, driver)})
                 continue
             for row in measured.itertuples():
-                select = (
-                    (states.source == source)
-                    & (states.app == key)
-                    & (states.mute_mode == row.mute_mode)
-                )
-                muted = states[select & (states.state == "muted")]
-                session_flows = (
-                    flows[
-                        (flows.source == source)
-                        & (flows.app == key)
-                        & (flows.mute_mode == row.mute_mode)
-                    ]
-                    if not flows.empty
-                    else flows
-                )
-                check = None
-                if checks is not None and not checks.empty:
-                    check = checks[(checks.source == source) & (checks.app == key)]
-                leaving, why = audio_derived_evidence(muted, check)
-                rows.append(
-                    {
-                        **base,
-                        "source": source,
-                        "measured_as": (
-                            f"model {driver} of the app's published behaviour, not the app"
-                            if source == "testbed-profile"
-                            else driver
-                        ),
-                        "status": "measured",
-                        "mute_mode": row.mute_mode,
-                        "policy": row.policy,
-                        "period_s": row.period_s,
-                        "muted_read_share_os": row.muted_read_share_os,
-                        "muted_read_share_app": row.muted_read_share_app,
-                        "witnesses_agree": row.witnesses_agree,
-                        "muted_packets_per_s": muted.packets_per_s.mean(),
-                        "muted_bytes_per_s": muted.bytes_per_s.mean(),
-                        "muted_destinations": _muted_destinations(session_flows)
-                        if not session_flows.empty
-                        else "none",
-                        "periodic_flows": _periodic_flows(session_flows)
-                        if not session_flows.empty
-                        else "none",
-                        "audio_derived_data_leaving": leaving,
-                        "evidence": why,
-                        "sessions": row.sessions,
-                    }
-                )
+                rows.append({**base, **_measured_row(source, driver, row, states, flows, checks)})
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+def sessions_of(policy: pd.DataFrame, source: str, driver: str, app: str) -> pd.DataFrame:
+    """The policy rows (with their sessions' driver keys) of one registry app and driver.
+
+    A testbed profile's sessions are the config app named after the profile (``webex-2021``);
+    native and web sessions carry the registry id they ran (``registry_app``), whatever the
+    config calls them (``zoom-windows``), and the driver tells Windows from macOS.
+    """
+    if source == "testbed-profile":
+        return policy[(policy.source == source) & (policy.app == driver)]
+    return policy[
+        (policy.source == source) & (policy.registry_app == app) & (policy.driver == driver)
+    ]
+
+
+def _not_measured(source: str, driver: str) -> dict[str, Any]:
+    """The row of a source that has no sessions in this run, saying why and holding no numbers."""
+    platform = PLATFORM_NAMES.get(driver.removeprefix("native-"), driver)
+    if source == "testbed-profile":
+        return {
+            "source": source,
+            "measured_as": f"model {driver} (not the app)",
+            "status": "not in this run's configuration",
+        }
+    return {
+        "source": source,
+        "measured_as": driver,
+        "status": NOT_RUN[source].format(platform=platform),
+    }
+
+
+def _measured_row(
+    source: str,
+    driver: str,
+    row: Any,
+    states: pd.DataFrame,
+    flows: pd.DataFrame,
+    checks: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """One measured source of an app: its sessions' policy, muted traffic and what left."""
+    key = row.app  # the config's name of these sessions (zoom-windows, webex-2021, ...)
+
+    def of(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[(frame.source == source) & (frame.app == key)] if not frame.empty else frame
+
+    muted = of(states)
+    muted = muted[(muted.mute_mode == row.mute_mode) & (muted.state == "muted")]
+    session_flows = of(flows)
+    if not session_flows.empty:
+        session_flows = session_flows[session_flows.mute_mode == row.mute_mode]
+    check = of(checks) if checks is not None and not checks.empty else None
+    leaving, why = audio_derived_evidence(muted, check)
+    model = source == "testbed-profile"
+    unmodelled = UNMODELLED.get(PROFILE_FINDING.get(driver, "")) if model else None
+    return {
+        "source": source,
+        "measured_as": (
+            f"model {driver} of the app's published behaviour, not the app" if model else driver
+        ),
+        "status": "measured",
+        "mute_mode": row.mute_mode,
+        "policy": row.policy,
+        "period_s": row.period_s,
+        "muted_read_share_os": row.muted_read_share_os,
+        "muted_read_share_app": row.muted_read_share_app,
+        "witnesses_agree": row.witnesses_agree,
+        "reads_modelled": f"no: {unmodelled}" if unmodelled else "yes",
+        "muted_packets_per_s": muted.packets_per_s.mean(),
+        "muted_bytes_per_s": muted.bytes_per_s.mean(),
+        "muted_destinations": _muted_destinations(session_flows)
+        if not session_flows.empty
+        else "none",
+        "periodic_flows": _periodic_flows(session_flows) if not session_flows.empty else "none",
+        "audio_derived_data_leaving": leaving,
+        "evidence": why,
+        "sessions": row.sessions,
+    }
 
 
 def write_headline(

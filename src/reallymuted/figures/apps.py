@@ -14,8 +14,10 @@ from reallymuted.figures import PALETTE, save, source_footer
 def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     """One row per app: the measured model's muted mic reads and traffic, and its data leak.
 
-    Only ``testbed-profile`` rows carry numbers here (the other sources did not run on this
-    machine); each row's label says it is a model, and unmeasured apps are marked as such.
+    Only ``testbed-profile`` rows are drawn; each row's label says it is a model, unmeasured
+    apps are marked as such, and so are the read shares of profiles that cannot model their
+    app's finding (M2, buffer flags only: a Chromium page reads every sample). The footer's
+    sources are those of the rows drawn, and it says what became of the other sources.
     """
     apps = list(dict.fromkeys(table.app))
     names = table.drop_duplicates("app").set_index("app").app_name
@@ -35,8 +37,13 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         model = model.split(" ")[1] if model.startswith("model ") else "no profile / not run"
         labels.append(f"{names[app]}\n(model: {model})")
     height = 0.38
-    os_share = [measured.muted_read_share_os.get(a, np.nan) for a in apps]
-    app_share = [measured.muted_read_share_app.get(a, np.nan) for a in apps]
+    modelled = [str(measured.reads_modelled.get(a, "yes")) == "yes" for a in apps]
+
+    def share(column: str) -> list[float]:  # no bar where the profile cannot model the reads
+        pairs = zip(apps, modelled, strict=True)
+        return [measured[column].get(a, np.nan) if m else np.nan for a, m in pairs]
+
+    os_share, app_share = share("muted_read_share_os"), share("muted_read_share_app")
     reads.barh(y - height / 2, os_share, height, color=PALETTE[0], label="OS witness")
     reads.barh(y + height / 2, app_share, height, color=PALETTE[1], label="app witness")
     reads.set_xlim(0, 1.05)
@@ -63,15 +70,10 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     for ax in (reads, packets):
         for yi, app in zip(y, apps, strict=True):
             if app not in measured.index:
-                ax.text(
-                    0.02,
-                    yi,
-                    "not measured",
-                    va="center",
-                    fontsize=7,
-                    color="0.5",
-                    transform=ax.get_yaxis_transform(),
-                )
+                _mark(ax, yi, "not measured")
+    for yi, app, is_modelled in zip(y, apps, modelled, strict=True):
+        if app in measured.index and not is_modelled:
+            _mark(reads, yi, str(measured.reads_modelled[app]).removeprefix("no: "))
     fig.suptitle(
         "The ten apps, as modelled by their testbed profiles (models of each app's published "
         "mute behaviour, not the apps)",
@@ -79,10 +81,22 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         ha="left",
         fontsize=10,
     )
-    source_footer(
-        fig,
-        "source: testbed-profile; native and web drivers not run on this machine "
-        "(see results/tables/apps_headline.csv)",
-    )
+    source_footer(fig, measured.source, _others(table))
     fig.tight_layout()
     save(fig, outputs)
+
+
+def _mark(ax: plt.Axes, y: float, text: str) -> None:
+    """Grey text where a bar would be: the value is not a measurement of the app."""
+    ax.text(0.02, y, text, va="center", fontsize=7, color="0.5", transform=ax.get_yaxis_transform())
+
+
+def _others(table: pd.DataFrame) -> str:
+    """What the footer says beside the drawn rows' sources: models, not the apps, and what
+    became of every other source of the table (not run, or measured but not drawn)."""
+    said = ["models of each app's published behaviour, not the apps"]
+    others = table[table.source != "testbed-profile"]
+    for status, rows in others.groupby(others.status == "measured", sort=False):
+        names = ", ".join(sorted(set(rows.source)))
+        said.append(f"{names}: {'measured, not drawn' if status else 'not run'}")
+    return "; ".join(said) + " (results/tables/apps_headline.csv)"
