@@ -649,11 +649,9 @@ def prepare_rebuild(root: Path, manifest: dict[str, Any], rebuild: Path) -> list
 
     A stimulus is evidence like the raw files: the analyses (the attack's input levels check
     its sha256 against the session's manifest) must read the bytes that were played, not a new
-    build of the spec. Snakemake would build it again if it took the WAV for out of date: the
-    stimulus rule has the package code as input, and a fresh checkout's code is newer than an
-    archived file's time. So each stimulus is copied with the time of copying, later than the
-    checkout's code; with no job metadata in the fresh directory, nothing else (params, code)
-    can trigger a rerun either.
+    build of the spec. Under ``sessions.replay`` the workflow has no rule that makes a stimulus
+    (workflow/rules/sessions.smk), so the placed file is the only one it can read;
+    :func:`stimulus_problems` checks afterwards that it was not replaced.
     """
     if rebuild.exists():
         shutil.rmtree(rebuild)
@@ -666,7 +664,7 @@ def prepare_rebuild(root: Path, manifest: dict[str, Any], rebuild: Path) -> list
             continue
         target = rebuild / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / name, target)  # contents only: the time is now
+        shutil.copyfile(root / name, target)
         placed.append(PlacedStimulus(name, entry["sha256"], target.stat().st_mtime_ns))
     config = manifest["config"]
     config["sessions"]["replay"] = True

@@ -16,8 +16,8 @@ ATTACK_SESSIONS = attack_sessions(config)
 
 
 # An activity stimulus from a directory of real recordings depends on its file, which the
-# generic stimulus rule does not know about.
-if ATTACK_STIMULI:
+# generic stimulus rule does not know about. Not in a replay, like the generic rule.
+if ATTACK_STIMULI and not SESSIONS["replay"]:
 
     rule attack_stimulus:
         input:

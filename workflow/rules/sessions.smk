@@ -18,28 +18,29 @@ SESSION_MATRIX = matrix(SESSIONS)
 SESSION_DIR = "results/raw/{app}/{mode}-{stimulus}/rep{rep}"
 
 
-rule session_stimulus:
-    input:
-        code=package_code("stimuli"),
-    output:
-        "results/stimuli/{stimulus}.wav",
-    log:
-        "logs/stimuli/{stimulus}.log",
-    wildcard_constraints:
-        stimulus=name_pattern(SESSIONS["stimuli"]),
-    conda:
-        TESTBED_ENV
-    params:
-        spec=lambda wildcards: SESSIONS["stimuli"][wildcards.stimulus],
-    script:
-        "../../scripts/session_stimulus.py"
-
-
-# With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) nothing is captured:
-# this rule is not defined, and the raw evidence already in results/raw/ is a plain input of
-# extraction (common.smk stops the run if a session of the matrix is missing there).
+# With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) neither rule exists. A
+# stimulus is what a session played into the microphone: evidence, so a replay reads the
+# played file and never makes one.
 if not SESSIONS["replay"]:
 
+    rule session_stimulus:
+        input:
+            code=package_code("stimuli"),
+        output:
+            "results/stimuli/{stimulus}.wav",
+        log:
+            "logs/stimuli/{stimulus}.log",
+        wildcard_constraints:
+            stimulus=name_pattern(SESSIONS["stimuli"]),
+        conda:
+            TESTBED_ENV
+        params:
+            spec=lambda wildcards: SESSIONS["stimuli"][wildcards.stimulus],
+        script:
+            "../../scripts/session_stimulus.py"
+
+    # Nor is anything captured: the raw evidence already in results/raw/ is a plain input of
+    # extraction (common.smk stops the run if a session of the matrix is missing there).
     rule session:
         input:
             stimulus="results/stimuli/{stimulus}.wav",
