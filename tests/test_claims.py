@@ -68,6 +68,22 @@ def test_a_claim_whose_stage_is_off_keeps_its_row_and_says_why(tmp_path: Path) -
     assert row.computed_value == "not measured" and row.source == "none"
 
 
+def test_reasons_for_absent_values_files() -> None:
+    stages = {"reference": True, "sessions": True, "attack": True}
+    files = ["results/values/userstudy.json", "results/values/testbed.json"]
+    # the reference stage ran: its missing files get no reason, so their claims fail loudly
+    assert claims.absent_reasons(stages, False, files) == {
+        "attack": "the attack's telemetry apps are not in sessions.select"
+    }
+    off = {"reference": False, "sessions": True, "attack": False}
+    assert claims.absent_reasons(off, True, ["results/values/testbed.json"]) == {
+        "userstudy": "stage reference switched off (config.yaml stages.reference)",
+        "telemetry_reference": "stage reference switched off (config.yaml stages.reference)",
+        "classifier_reference": "stage reference switched off (config.yaml stages.reference)",
+        "attack": "stage attack switched off (config.yaml stages.attack)",
+    }
+
+
 def test_a_values_file_absent_without_a_reason_is_an_error(tmp_path: Path) -> None:
     claim_list = [_claim("B", [{"computed": "other_stage.y", "expected": 1, "unit": "count"}])]
     with pytest.raises(claims.DataError, match=r"claim B: .*other_stage\.json"):
@@ -238,6 +254,8 @@ def test_every_claim_has_a_row_when_no_stage_ran(repo_root: Path) -> None:
     assert sorted(table.id) == sorted(PAPER_IDS)
     assert table.verdict.str.startswith("not measured here: ").all()
     assert (table.source == "none").all()
+    # notes quoting values of stages that did not run are left out, not shown half-filled
+    assert not table.note.str.contains(r"\{[a-z_]+\.[a-z0-9_]+\}").any()
 
 
 def test_shipped_t2_on_the_profile_is_an_instrument_check(repo_root: Path, tmp_path: Path):

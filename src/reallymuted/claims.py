@@ -234,6 +234,9 @@ def _swap_note(claim: dict[str, Any], values: Values) -> str:
     return ""
 
 
+PLACEHOLDER = re.compile(r"\{([a-z0-9_]+\.[a-z0-9_]+)\}")
+
+
 def _fill(template: str, values: Values) -> str:
     def replace(match: re.Match[str]) -> str:
         try:
@@ -242,7 +245,7 @@ def _fill(template: str, values: Values) -> str:
             return match.group(0)
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    return re.sub(r"\{([a-z0-9_]+\.[a-z0-9_]+)\}", replace, template).strip()
+    return PLACEHOLDER.sub(replace, template).strip()
 
 
 def _judgement(parts: list[dict[str, Any]], results: list[PartResult]) -> str:
@@ -317,6 +320,8 @@ def evaluate_claim(claim: dict[str, Any], evidence: Evidence) -> dict[str, str]:
     notes = [_fill(claim.get("note", ""), values)]
     if any(not r.ok for r in results):
         notes += [_fill(claim.get("note_if_differs", ""), values), _swap_note(claim, values)]
+    if not results:  # a note quoting values of a run that did not measure the claim: left out
+        notes = [n for n in notes if not PLACEHOLDER.search(n)]
     return {
         "id": claim["id"],
         "claim": claim["claim"],
@@ -328,6 +333,36 @@ def evaluate_claim(claim: dict[str, Any], evidence: Evidence) -> dict[str, str]:
         "note": "; ".join(n for n in notes if n),
         "source": ", ".join(sorted({r.source for r in results})) or "none",
     }
+
+
+# The stages whose values files the claims cite, per file stem.
+STAGE_OF = {
+    "userstudy": "reference",
+    "telemetry_reference": "reference",
+    "classifier_reference": "reference",
+    "testbed": "sessions",
+    "attack": "attack",
+}
+
+
+def absent_reasons(
+    stages: Mapping[str, bool], attack_selected: bool, value_files: Iterable[str | Path]
+) -> dict[str, str]:
+    """Why a run has no values file of a stage, per stem the run lacks (the rule's
+    ``value_files`` are the ones it has): the claims needing it say "not measured here" so."""
+    present = {Path(path).stem for path in value_files}
+    reasons = {}
+    for stem, stage in STAGE_OF.items():
+        if stem in present:
+            continue
+        if not stages.get(stage):
+            reasons[stem] = f"stage {stage} switched off (config.yaml stages.{stage})"
+        elif stage == "attack" and not stages.get("sessions"):
+            reasons[stem] = "stage sessions switched off (the attack runs on its sessions)"
+        elif stage == "attack" and not attack_selected:
+            reasons[stem] = "the attack's telemetry apps are not in sessions.select"
+        # otherwise the stage ran and should have written it: no reason, so the claims fail
+    return reasons
 
 
 def build_table(
