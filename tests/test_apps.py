@@ -266,7 +266,8 @@ def test_the_ten_app_figure_marks_reads_a_profile_cannot_model(tmp_path: Path, m
     widths = [bar.get_width() for bar in reads.patches]  # OS then app witness, per app
     assert widths[0] == 1.0 and math.isnan(widths[1])  # webex drawn, zoom not
     texts = [t.get_text() for t in reads.texts]
-    assert any(t.startswith("behaviour not modelled: buffer flags only") for t in texts)
+    why = "M2, buffer flags only: a Chromium page reads every sample"
+    assert f"behaviour not modelled\n({why})" in texts
     footer = drawn["fig"].texts[-1].get_text()
     assert footer.startswith("source: testbed-profile; models of each app's")
     assert "native: not run" in footer

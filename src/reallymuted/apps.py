@@ -34,7 +34,7 @@ PROFILE_FINDING = {
     "webrtc-soft-mute": "M3",
 }
 UNMODELLED = {
-    "M2": "behaviour not modelled: buffer flags only (M2) cannot be read by a Chromium page",
+    "M2": "M2, buffer flags only: a Chromium page reads every sample",
 }
 NOT_RUN = {
     "native": "not run: needs a {platform} host with the app installed and an account",

@@ -73,7 +73,8 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
                 _mark(ax, yi, "not measured")
     for yi, app, is_modelled in zip(y, apps, modelled, strict=True):
         if app in measured.index and not is_modelled:
-            _mark(reads, yi, str(measured.reads_modelled[app]).removeprefix("no: "))
+            why = str(measured.reads_modelled[app]).removeprefix("no: ")
+            _mark(reads, yi, f"behaviour not modelled\n({why})")
     fig.suptitle(
         "The ten apps, as modelled by their testbed profiles (models of each app's published "
         "mute behaviour, not the apps)",
