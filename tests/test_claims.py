@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from reallymuted import claims
+from reallymuted.io import DataError
 
 
 def _write(tmp_path: Path, claim_list: list, values: dict) -> tuple[Path, list[Path]]:
@@ -306,3 +307,33 @@ def test_broken_values_file_names_the_file(tmp_path: Path, bad: str) -> None:
     path.write_text(bad)
     with pytest.raises(claims.DataError, match=r"broken\.json"):
         claims.load_values([path])
+
+
+def test_classifier_claims_of_windows_not_run_are_not_measured(repo_root: Path, tmp_path: Path):
+    """A study of window n = 3 alone (config classifier.windows) measures the n = 3 parts; the
+    other windows' parts say why they are absent instead of failing the claims rule."""
+    values = {
+        "source": "reference",
+        "classes": ["cm", "ck", "tk", "dg", "kb", "vc"],
+        "windows": [3],
+        "validation_random_precision_n3": 0.95,
+        **{f"{s}_{m}_n3": 0.8 for s in ("eval1", "eval2") for m in ("accuracy", "precision")},
+    }
+    path = tmp_path / "classifier_reference.json"
+    path.write_text(json.dumps(values))
+    absent = {stem: "off" for stem in STEMS if stem != "classifier_reference"}
+    table = claims.build_table(repo_root / "workflow/resources/paper_claims.yaml", [path], absent)
+    rows = table.set_index("id")
+    assert rows.loc["C2"].verdict.startswith("reproduced in part"), rows.loc["C2"].verdict
+    assert "not measured here: n=5" in rows.loc["C2"].verdict
+    for cid in ("C3", "C5", "C6"):
+        assert rows.loc[cid].verdict == (
+            "not measured here: window n=7 is not in classifier.windows"
+        ), rows.loc[cid].verdict
+    assert rows.loc["C4"].verdict == "reproduced (within ±5 pp)", rows.loc["C4"].verdict
+    # the window list itself must not be what is missing: without it, every part is an error
+    path.write_text(json.dumps({k: v for k, v in values.items() if k != "windows"}))
+    with pytest.raises(
+        DataError, match=r"claim C2: .* has no value 'validation_random_precision_n5'"
+    ):
+        claims.build_table(repo_root / "workflow/resources/paper_claims.yaml", [path], absent)

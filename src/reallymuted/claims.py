@@ -191,6 +191,13 @@ def _pending(claim: dict[str, Any], part: dict[str, Any], evidence: Evidence) ->
     found = evidence.values[stem]
     if key in found:
         return None
+    where = evidence.paths.get(stem, stem + ".json")
+    unlisted = sorted(set(part.get("needs") or {}) - set(found))
+    if unlisted:  # a file that does not say what it covers cannot excuse a missing value
+        raise DataError(
+            f"claim {claim['id']}: {where} has no value {key!r} and does not list its "
+            f"{', '.join(unlisted)}"
+        )
     unmet = [
         str(item)
         for field, items in (part.get("needs") or {}).items()
@@ -200,8 +207,7 @@ def _pending(claim: dict[str, Any], part: dict[str, Any], evidence: Evidence) ->
     if unmet:
         return Pending(label, part.get("not_run") or f"no {', '.join(unmet)} session in this run")
     raise DataError(
-        f"claim {claim['id']}: {evidence.paths.get(stem, stem + '.json')} has no value {key!r}, "
-        "although the stage that writes it ran"
+        f"claim {claim['id']}: {where} has no value {key!r}, although the stage that writes it ran"
     )
 
 

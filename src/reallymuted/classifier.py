@@ -689,6 +689,9 @@ def claim_values(
     values: dict[str, Any] = {
         "classes": list(dict.fromkeys(confusion.true_activity)),
         "n_classes": int(confusion.true_activity.nunique()),
+        # the windows this run evaluated (config classifier.windows): a claim about another
+        # window is not measured here, not missing
+        "windows": sorted(int(n) for n in selected.index),
         "recordings_used": len(used),
         "recordings_excluded": int((recordings.status == "excluded").sum()),
         "recordings_empty": int((recordings.status == "empty").sum()),
