@@ -206,9 +206,15 @@ def test_verification_reports_packages_that_differ_from_the_study(tmp_path: Path
     ), lines
     assert f"  - tshark: 3.6.2-1 in the study, {here['tshark']} here" in lines, lines
     differ = sum(here[n] != v for n, v in study.items())
+    summary = f"- this machine vs the study: {len(study) - differ} of the {len(study)} packages "
+    assert summary + "the study had installed at the study's version" in lines, lines
+    # a package the study did not have installed (a cluster package) counts neither way
+    without = {**study, "munge": None}
+    lines = artifact.versions_report({"tools": {"debian_packages": without}}, repo)
+    unchanged = len(study) - 1 - sum(here[n] != v for n, v in without.items() if v)
     assert (
-        f"- this machine vs the study: {len(study) - differ} of {len(study)} packages at "
-        + ("the study's version")
+        f"- this machine vs the study: {unchanged} of the {len(study) - 1} packages "
+        + ("the study had installed at the study's version")
         in lines
     ), lines
 

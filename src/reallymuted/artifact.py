@@ -580,15 +580,16 @@ def versions_report(manifest: dict[str, Any], repo: Path) -> list[str]:
         return ["- the archive records no Debian packages"]
     first, *details = debian.report(debian.package_states(repo, archived), where="the study's")
     lines = [f"- {first}", *[f"  - {line.strip()}" for line in details]]
-    here = debian.installed_versions(archived)
+    used = {name: version for name, version in archived.items() if version}
+    here = debian.installed_versions(used)
     changed = [
         f"  - {name}: {version} in the study, {here[name] or 'not installed'} here"
-        for name, version in archived.items()
-        if version and here.get(name) != version
+        for name, version in used.items()
+        if here[name] != version
     ]
     lines.append(
-        f"- this machine vs the study: {len(archived) - len(changed)} of {len(archived)} "
-        "packages at the study's version"
+        f"- this machine vs the study: {len(used) - len(changed)} of the {len(used)} packages "
+        "the study had installed at the study's version"
     )
     return lines + changed
 
