@@ -1,6 +1,6 @@
 """Rule apps_headline: per app, the paper's finding beside each source of evidence."""
 
-from reallymuted import apps
+from reallymuted.analysis import apps
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

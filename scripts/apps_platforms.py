@@ -1,6 +1,6 @@
 """Rule apps_platforms: the Table 2 analogue (apps x platforms) from the registry."""
 
-from reallymuted import apps
+from reallymuted.analysis import apps
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

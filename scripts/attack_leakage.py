@@ -1,10 +1,10 @@
 """Rule attack_leakage: muted traffic windows of the attack's sessions -> leakage per app/mode."""
 
-from reallymuted import traffic
+from reallymuted.analysis import leakage
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-traffic.leakage_to_files(
+leakage.leakage_to_files(
     list(snakemake.params.dirs),
     list(snakemake.input.packets),
     list(snakemake.params.stimuli),

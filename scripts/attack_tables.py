@@ -1,6 +1,6 @@
 """Rule attack_tables: per-window results -> the attack's metrics, learning curve and values."""
 
-from reallymuted import attack
+from reallymuted.analysis import attack
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule attack_telemetry: the attack's sessions -> decoded intervals with input dB(A), minutes."""
 
-from reallymuted import attack
+from reallymuted.analysis import attack
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule attack_window: the classifier on captured telemetry for one window length n."""
 
-from reallymuted import attack
+from reallymuted.analysis import attack
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

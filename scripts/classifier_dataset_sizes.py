@@ -1,6 +1,6 @@
 """Rule classifier_dataset_sizes: the Table 3 analogue (recordings, minutes, windows)."""
 
-from reallymuted import classifier
+from reallymuted.analysis import classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule classifier_parse: the authors' gains files -> per-minute and per-recording tables."""
 
-from reallymuted import classifier
+from reallymuted.analysis import classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

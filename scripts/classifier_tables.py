@@ -1,6 +1,6 @@
 """Rule classifier_tables: per-window results -> metrics, confusion, grid tables and values."""
 
-from reallymuted import classifier
+from reallymuted.analysis import classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

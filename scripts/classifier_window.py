@@ -1,6 +1,6 @@
 """Rule classifier_window: train and evaluate every model for one window length n."""
 
-from reallymuted import classifier
+from reallymuted.analysis import classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

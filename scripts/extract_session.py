@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from reallymuted import extract
+from reallymuted.analysis import extract
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from reallymuted import micpolicy
+from reallymuted.analysis import micpolicy
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

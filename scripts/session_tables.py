@@ -1,6 +1,6 @@
 """Rule session_tables: session_states.csv, mic_policy.csv, session_flows.csv, named values."""
 
-from reallymuted import micpolicy
+from reallymuted.analysis import micpolicy
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

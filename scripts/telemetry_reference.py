@@ -1,6 +1,6 @@
 """Rule telemetry_reference: the authors' decoded Webex record → table, problems, T1 values."""
 
-from reallymuted import telemetry
+from reallymuted.analysis import telemetry
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from reallymuted import telemetry_sessions
+from reallymuted.analysis.telemetry import sessions as telemetry_sessions
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

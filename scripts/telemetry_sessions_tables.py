@@ -1,6 +1,6 @@
 """Rule telemetry_sessions_tables: the profiles' telemetry tables and named values."""
 
-from reallymuted import telemetry_sessions
+from reallymuted.analysis.telemetry import sessions as telemetry_sessions
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule userstudy_tables: counts, kappa and IUIPC-8 from the released survey."""
 
-from reallymuted import userstudy
+from reallymuted.analysis import userstudy
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])

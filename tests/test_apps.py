@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reallymuted import apps
-from reallymuted.config import ConfigError, load_yaml, validate_config
+from reallymuted.analysis import apps
+from reallymuted.config import ConfigError, load_registry, load_yaml, validate_config
 
 TEN_APPS = {
     "zoom",
@@ -27,7 +27,7 @@ TEN_APPS = {
 
 @pytest.fixture(scope="module")
 def registry(repo_root: Path) -> dict:
-    return apps.load_registry(repo_root / "workflow/apps.yaml")
+    return load_registry(repo_root / "workflow/apps.yaml")
 
 
 def test_the_papers_ten_apps_are_registered(registry: dict) -> None:
@@ -85,7 +85,8 @@ def test_headline_on_a_recorded_profile_session(repo_root: Path, registry: dict,
 
     import pandas as pd
 
-    from reallymuted import extract, micpolicy, telemetry_sessions
+    from reallymuted.analysis import extract, micpolicy
+    from reallymuted.analysis.telemetry import sessions as telemetry_sessions
 
     session = repo_root / "tests/data/profiles/webex-2021/app-steps/rep1"
     extract.extract_session(session, tmp_path / "packets.parquet", tmp_path / "reads.parquet")
@@ -140,8 +141,8 @@ def native_session(repo_root: Path, tmp_path: Path) -> Path:
     import json
     import shutil
 
-    from reallymuted import hostsession
-    from reallymuted.session import SessionSpec
+    from reallymuted.testbed import host as hostsession
+    from reallymuted.testbed.supervisor import SessionSpec
 
     recorded = repo_root / "tests/data/sessions/chromium/soft-tone/rep1"
     session = tmp_path / "raw/zoom-windows/hotkey-speech/rep1"
@@ -172,7 +173,7 @@ def native_session(repo_root: Path, tmp_path: Path) -> Path:
 
 def _study_tables(session: Path, tmp_path: Path) -> dict[str, Path]:
     """One session through extraction and analysis into the study's tables."""
-    from reallymuted import extract, micpolicy
+    from reallymuted.analysis import extract, micpolicy
 
     packets, reads = tmp_path / "packets.parquet", tmp_path / "reads.parquet"
     extract.extract_session(session, packets, reads)

@@ -27,8 +27,8 @@ import yaml
 from PIL import Image
 
 from reallymuted import artifact
-from reallymuted.session import EVIDENCE, MANIFEST, matrix, session_dir
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import EVIDENCE, MANIFEST, matrix, session_dir
+from reallymuted.testbed.stimuli import make_stimulus
 
 pytestmark = pytest.mark.workflow
 

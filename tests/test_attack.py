@@ -1,4 +1,4 @@
-"""The attack on captured telemetry (reallymuted.attack).
+"""The attack on captured telemetry (reallymuted.analysis.attack).
 
 Unit tests: the A-weighting against IEC 61672 values, the reconstruction of the samples fed in
 an interval from the OS witness's ticks, the per-interval table's classifier shape, and the
@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted import attack, classifier, extract, traffic
-from reallymuted import telemetry_sessions as ts
+from reallymuted.analysis import attack, classifier, extract, traffic
+from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
-from reallymuted.session import SessionSpec, run_session
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import SessionSpec, run_session
+from reallymuted.testbed.stimuli import make_stimulus
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 RATE = 48000

@@ -281,7 +281,7 @@ def test_shipped_t2_on_the_profile_is_an_instrument_check(repo_root: Path, tmp_p
 
 
 def test_user_study_rows_on_the_reference_data(repo_root: Path, reference_dir: Path, tmp_path):
-    from reallymuted import userstudy
+    from reallymuted.analysis import userstudy
 
     study = reference_dir / "UserStudy"
     tables = userstudy.analyse(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from reallymuted import classifier as c
+from reallymuted.analysis import classifier as c
 from reallymuted.config import load_yaml
 from reallymuted.io import DataError
 

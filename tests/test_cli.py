@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reallymuted import cli, telemetry
+from reallymuted import cli
+from reallymuted.analysis import telemetry
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / ".venv" / "bin" / "reallymuted"

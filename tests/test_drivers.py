@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted import capture, netns
-from reallymuted.drivers import get_driver
+from reallymuted.testbed import capture, netns
+from reallymuted.testbed.drivers import get_driver
 from reallymuted.io import read_jsonl
-from reallymuted.session import FAILED, MANIFEST, SessionSpec, run_session, summarise
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import FAILED, MANIFEST, SessionSpec, run_session, summarise
+from reallymuted.testbed.stimuli import make_stimulus
 
 PHASES = [{"state": "unmuted", "seconds": 3}, {"state": "muted", "seconds": 4}]
 PHASES.append({"state": "unmuted", "seconds": 3})
@@ -188,7 +188,7 @@ def test_linphone_keeps_reading_and_sending_while_muted(tone: Path, tmp_path: Pa
 @pytest.mark.testbed
 def test_killing_chromium_mid_session_leaves_nothing_behind(tone: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "reallymuted.session", "run", "--app", "chromium"]
+    argv = [sys.executable, "-m", "reallymuted.testbed.supervisor", "run", "--app", "chromium"]
     argv += ["--driver", "chromium", "--mode", "soft", "--stimulus", str(tone)]
     argv += ["--out", str(out), "--log", str(tmp_path / "session.log"), "--lead", "0.3"]
     argv += ["--phase", "unmuted:3", "--phase", "muted:2"]

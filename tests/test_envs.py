@@ -170,7 +170,7 @@ def test_programs_the_testbed_calls_come_from_listed_packages() -> None:
     import shutil
     import subprocess
 
-    from reallymuted.drivers import get_driver
+    from reallymuted.testbed.drivers import get_driver
 
     listed = set(read_package_list(REPO / "envs/apt.txt"))
     programs = {"ip", "pulseaudio", "pactl", "dumpcap", "tshark"}

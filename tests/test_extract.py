@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reallymuted import extract
+from reallymuted.analysis import extract
 from reallymuted.io import DataError
 
 

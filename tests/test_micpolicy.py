@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.extract import Segment, label_states
-from reallymuted.micpolicy import PolicyParams, label_policy, state_mic_stats, witnesses_agree
+from reallymuted.analysis.extract import Segment, label_states
+from reallymuted.analysis.micpolicy import (
+    PolicyParams,
+    label_policy,
+    state_mic_stats,
+    witnesses_agree,
+)
 
 SEGMENTS = [
     Segment("unmuted", 0.0, 6.0),
@@ -134,7 +139,7 @@ def _state_row(
 
 def test_values_say_the_source_of_each_key_from_its_rows() -> None:
     """A real client and a model side by side: the file names both, each key its own."""
-    from reallymuted.micpolicy import testbed_values
+    from reallymuted.analysis.micpolicy import testbed_values
 
     policy = pd.DataFrame(
         [
@@ -165,7 +170,7 @@ def test_values_say_the_source_of_each_key_from_its_rows() -> None:
 
 def test_native_values_per_registry_app() -> None:
     """Webex read continuously while muted; Teams was never seen calling the capture API."""
-    from reallymuted.micpolicy import testbed_values
+    from reallymuted.analysis.micpolicy import testbed_values
 
     policy = pd.DataFrame(
         [

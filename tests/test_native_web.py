@@ -42,13 +42,13 @@ import numpy as np
 import pytest
 import yaml
 
-from reallymuted import audio, uplink
-from reallymuted.drivers import DriverError, SessionContext, get_driver, native, web
-from reallymuted.hostsession import HostTracer, agent_source, session_row
+from reallymuted.testbed import audio, uplink
+from reallymuted.testbed.drivers import DriverError, SessionContext, get_driver, native, web
+from reallymuted.testbed.host import HostTracer, agent_source, session_row
 from reallymuted.io import read_jsonl
-from reallymuted.netns import ProcessSet
-from reallymuted.session import FAILED, SessionSpec, run_session
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.netns import ProcessSet
+from reallymuted.testbed.supervisor import FAILED, SessionSpec, run_session
+from reallymuted.testbed.stimuli import make_stimulus
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = REPO / "src/reallymuted/agents"
@@ -893,7 +893,7 @@ def host_agent(reads_after_s: float | None) -> str:
 
 @pytest.fixture
 def host_runner(monkeypatch, target):
-    from reallymuted import drivers, hostsession
+    from reallymuted.testbed import drivers, host as hostsession
 
     monkeypatch.setitem(drivers.REGISTRY, "test-linux-host", f"{__name__}:LinuxHostDriver")
     monkeypatch.setattr(hostsession, "player_command", lambda wav, host, s: ["sleep", str(int(s))])
@@ -965,7 +965,7 @@ def test_host_runner_fails_when_the_app_never_opens_the_microphone(
 
 
 def test_select_keeps_only_the_overlay_apps() -> None:
-    from reallymuted.session import matrix
+    from reallymuted.testbed.supervisor import matrix
 
     sessions = {
         "repetitions": 2,

@@ -1,7 +1,7 @@
 """Testbed profiles: each app's published mute behaviour, measured by the real instrument.
 
 What each profile must show is known in advance (PAPER.md M1-M3, T1; see
-``reallymuted.drivers.profile``), so the tests read only the published evidence and the
+``reallymuted.testbed.drivers.profile``), so the tests read only the published evidence and the
 study's own analysis of it: ``webex-2021`` keeps reading the microphone while muted and posts
 one record per interval whose decoded gains follow the stimulus; the capture and the
 collector hold the same records; ``zoom-native``, ``native-flags-only`` and
@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reallymuted import collector, extract, telemetry
-from reallymuted import telemetry_sessions as ts
-from reallymuted.drivers import get_driver
+from reallymuted.testbed import collector
+from reallymuted.analysis import extract, telemetry
+from reallymuted.analysis.telemetry import sessions as ts
+from reallymuted.testbed.drivers import get_driver
 from reallymuted.io import read_jsonl
-from reallymuted.session import (
+from reallymuted.testbed.supervisor import (
     EVIDENCE,
     MANIFEST,
     SessionSpec,
@@ -41,7 +42,7 @@ from reallymuted.session import (
     run_session,
     summarise,
 )
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.stimuli import make_stimulus
 
 SAMPLE = Path(__file__).resolve().parent / "data/profiles/webex-2021/app-steps/rep1"
 LEVELS_DB = [-6, -46, -16, -36, -26]
@@ -54,7 +55,7 @@ LEVELS_DB = [-6, -46, -16, -36, -26]
 def running_collector(tmp_path: Path):
     """The collector as the driver runs it (its own process), on a free port."""
     out = tmp_path / "collector.jsonl"
-    argv = [sys.executable, "-m", "reallymuted.collector", "--port", "0", "--out", str(out)]
+    argv = [sys.executable, "-m", "reallymuted.testbed.collector", "--port", "0", "--out", str(out)]
     proc = subprocess.Popen([*argv, "--t0", repr(time.monotonic())])
     deadline = time.monotonic() + 10
     while not (out.exists() and out.read_text().strip()):

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted import extract, netns, tracing
-from reallymuted.drivers.control import Policy
+from reallymuted.analysis import extract
+from reallymuted.testbed import netns, tracing
+from reallymuted.testbed.drivers.control import Policy
 from reallymuted.io import read_jsonl, sha256_file
-from reallymuted.micpolicy import PolicyLabel, PolicyParams, label_policy
-from reallymuted.session import (
+from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_policy
+from reallymuted.testbed.supervisor import (
     EVIDENCE,
     FAILED,
     MANIFEST,
@@ -38,7 +39,7 @@ from reallymuted.session import (
     session_dir,
     summarise,
 )
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.stimuli import make_stimulus
 
 OS_API = "os:pipe-source"
 
@@ -273,7 +274,7 @@ def test_samples_feed_the_extraction_stage(tmp_path: Path) -> None:
     """The extract stage reads the raw evidence as published (manifest keys, api values)."""
     import pandas as pd
 
-    from reallymuted import extract
+    from reallymuted.analysis import extract
 
     out = SAMPLES / "chromium/soft-tone/rep1"
     extract.extract_session(out, tmp_path / "packets.parquet", tmp_path / "reads.parquet")
@@ -382,7 +383,14 @@ def test_periodic_policy_reads_in_bursts_with_the_configured_period(
 
 
 def _start_cli(tone: Path, out: Path, phases_: list[str]) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "reallymuted.session", "run", "--app", "control-continuous"]
+    argv = [
+        sys.executable,
+        "-m",
+        "reallymuted.testbed.supervisor",
+        "run",
+        "--app",
+        "control-continuous",
+    ]
     argv += ["--driver", "control", "--mode", "ctrl", "--stimulus", str(tone), "--out", str(out)]
     argv += ["--option", "policy=continuous", "--lead", "0.3", "--tail", "0.3"]
     argv += ["--log", str(out.parent / "session.log")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reallymuted import extract, micpolicy
+from reallymuted.analysis import extract, micpolicy
 from reallymuted.figures import sessions as session_figures
 
 # the recorded sessions have a 1.5 s muted phase: a short grace keeps most of it

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from reallymuted.figures import saved_source
-from reallymuted.micpolicy import source_label
+from reallymuted.analysis.micpolicy import source_label
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("testbed-profile", "testbed", "sdk-preview", "sdk", "desktop", "native", "web")
@@ -163,7 +163,8 @@ def test_the_old_captions_are_caught() -> None:
 def recorded_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """results/ of a study of two recorded sessions: Chromium's soft mute (source testbed)
     and the webex-2021 profile (source testbed-profile), through the stages' own code."""
-    from reallymuted import extract, micpolicy, telemetry_sessions
+    from reallymuted.analysis import extract, micpolicy
+    from reallymuted.analysis.telemetry import sessions as telemetry_sessions
     from reallymuted.figures import sessions as session_figures
 
     root = tmp_path_factory.mktemp("study") / "results"

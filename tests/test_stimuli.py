@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from reallymuted import stimuli
+from reallymuted.testbed import stimuli
 from reallymuted.config import ConfigError, load_yaml, validate_config
-from reallymuted.session import SessionSpec, matrix, rule_params
+from reallymuted.testbed.supervisor import SessionSpec, matrix, rule_params
 
 RATE = stimuli.RATE
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
@@ -70,7 +70,7 @@ def test_activity_stimuli_are_deterministic_48k_mono(activity: str, tmp_path: Pa
 # as on a machine where no PulseAudio client has run yet for this user.
 BUILD_IN_CHILD = """
 import json, os, sys, tempfile
-from reallymuted.stimuli import make_stimulus
+from reallymuted.testbed.stimuli import make_stimulus
 specs, out = json.loads(sys.argv[1]), sys.argv[2]
 digests = {}
 for name, spec in specs.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reallymuted import telemetry
+from reallymuted.analysis import telemetry
 from reallymuted.io import DataError
 
 DUMP = "UserStudy/webex-dump.json"

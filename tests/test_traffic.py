@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted import extract, traffic
+from reallymuted.analysis import extract, traffic
 
 # the capture switches from "unmuted" to "muted" packets after RTP seq 49 (t ≈ 1.0 s)
 SEGMENTS = [extract.Segment("unmuted", 0.0, 1.004), extract.Segment("muted", 1.004, 2.02)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reallymuted import userstudy
+from reallymuted.analysis import userstudy
 from reallymuted.io import DataError
 
 

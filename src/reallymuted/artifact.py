@@ -252,7 +252,8 @@ def tool_versions(repo: Path) -> dict[str, Any]:
 
 
 def _session_dirs(config: dict[str, Any]) -> list[str]:
-    from reallymuted.session import matrix, session_dir
+    from reallymuted.paths import session_dir
+    from reallymuted.study import matrix
 
     if not config["stages"].get("sessions"):
         return []

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from reallymuted import netns
 from reallymuted.io import write_json
+from reallymuted.testbed import netns
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,8 @@ BENCH_CLIENTS = {  # app id -> (driver, mode, options): one per kind of client
 def _bench_session(
     app: str, stimulus: Path, out: Path, trace_app: bool = True, seconds: float = 5.0
 ) -> dict[str, Any]:
-    from reallymuted.session import SessionSpec, run_session
+    from reallymuted.testbed.spec import SessionSpec
+    from reallymuted.testbed.supervisor import run_session
 
     driver, mode, options = BENCH_CLIENTS[app]
     spec = SessionSpec(
@@ -155,7 +156,7 @@ def _bench_session(
 
 def bench_session_overhead(out_dir: Path, repeats: int = 2) -> dict[str, Any]:
     """Wall time of a session beyond its schedule: setting up and tearing down the instrument."""
-    from reallymuted.stimuli import make_stimulus
+    from reallymuted.testbed.stimuli import make_stimulus
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="reallymuted-bench-") as scratch:
@@ -210,7 +211,7 @@ def synthetic_rtp_pcap(path: Path, packets: int) -> None:
 
 def bench_extraction(out_dir: Path, packets: int = 100_000, repeats: int = 3) -> dict[str, Any]:
     """Packets per second of the extraction against plain ``tshark -T fields`` (same fields)."""
-    from reallymuted import extract
+    from reallymuted.analysis import extract
 
     with tempfile.TemporaryDirectory(prefix="reallymuted-bench-") as scratch:
         pcap = Path(scratch) / "rtp.pcap"
@@ -244,7 +245,7 @@ def bench_extraction(out_dir: Path, packets: int = 100_000, repeats: int = 3) ->
 
 def bench_tracer_cost(out_dir: Path) -> dict[str, Any]:
     """The client's CPU time from join to leave, with and without the Frida tracer."""
-    from reallymuted.stimuli import make_stimulus
+    from reallymuted.testbed.stimuli import make_stimulus
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="reallymuted-bench-") as scratch:
@@ -287,8 +288,8 @@ def bench_tracer_cost(out_dir: Path) -> dict[str, Any]:
 
 def _attach_once(scratch: Path, port: int, tracer_flags: list[str]) -> dict[str, Any]:
     """Start Chromium as the driver does, run the session's tracer on it, stop both."""
-    from reallymuted.drivers import wait_for_exec
-    from reallymuted.drivers.chromium import BINARY, FLAGS, ChromiumDriver
+    from reallymuted.testbed.drivers import wait_for_exec
+    from reallymuted.testbed.drivers.chromium import BINARY, FLAGS, ChromiumDriver
 
     scratch.mkdir()
     env = dict(os.environ, HOME=str(scratch), TMPDIR=str(scratch))
@@ -300,7 +301,13 @@ def _attach_once(scratch: Path, port: int, tracer_flags: list[str]) -> dict[str,
     tracer = None
     try:
         wait_for_exec(browser.pid, "chromium", timeout=10.0)
-        tracer_argv = [sys.executable, "-m", "reallymuted.tracing", "--root", str(browser.pid)]
+        tracer_argv = [
+            sys.executable,
+            "-m",
+            "reallymuted.testbed.tracing",
+            "--root",
+            str(browser.pid),
+        ]
         tracer_argv += ["--t0", repr(time.monotonic()), "--out", str(scratch / "reads.jsonl")]
         tracer_argv += ["--events", str(scratch / "events.jsonl"), *tracer_flags]
         tracer_argv += [f"--skip={pattern}" for pattern in ChromiumDriver.trace_skip]
@@ -330,7 +337,7 @@ def _attach_once(scratch: Path, port: int, tracer_flags: list[str]) -> dict[str,
 def bench_tracer_attach(out_dir: Path, tries: int = 100, busy: int = 4) -> dict[str, Any]:
     """How often the tracer fails to attach to a starting Chromium browser process, attaching
     as soon as the process is 0.5 s old (``--idle-wait 0``) and as the sessions do (waiting
-    for its main thread to settle); see reallymuted.tracing. The failure needs a loaded
+    for its main thread to settle); see reallymuted.testbed.tracing. The failure needs a loaded
     machine to show: ``busy`` spinning processes run meanwhile."""
     arms = {"at_min_age": ["--idle-wait", "0"], "settled": []}
     spinners = [

@@ -71,7 +71,7 @@ def problems_path(output: str | Path) -> Path:
 
 
 def telemetry_decode(args: argparse.Namespace) -> int:
-    from reallymuted import telemetry
+    from reallymuted.analysis import telemetry
     from reallymuted.io import DataError, write_csv
 
     # pipes such as <(zcat capture.log.gz) are fine; directories and missing paths are not

@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from reallymuted.paths import APPS_REGISTRY, APPS_SCHEMA
+
 
 class ConfigError(ValueError):
     """The configuration does not match its schema."""
@@ -83,7 +85,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     """Validate ``config`` in place (defaults filled in) and return it.
 
     A study config with the ``attack`` stage on also gets the attack's activity stimuli in
-    ``sessions.stimuli`` (:func:`reallymuted.stimuli.add_attack_stimuli`): every reader of the
+    ``sessions.stimuli`` (:func:`reallymuted.study.add_attack_stimuli`): every reader of the
     config (the workflow, the session command line, the artifact) sees the same matrix.
     Raises :class:`ConfigError` listing every problem, one line each.
     """
@@ -95,13 +97,18 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
         lines = "\n".join("  - " + _explain(e) for e in errors)
         raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{lines}")
     if "attack" in schema.get("properties", {}):
-        from reallymuted.stimuli import add_attack_stimuli
+        from reallymuted.study import add_attack_stimuli
 
         try:
             add_attack_stimuli(config)
         except (ValueError, OSError) as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
     return config
+
+
+def load_registry(path: str | Path = APPS_REGISTRY, schema: str | Path = APPS_SCHEMA) -> dict[str, Any]:
+    """The ten apps' registry (workflow/apps.yaml), validated: ``{app id: entry}``."""
+    return validate_config(load_yaml(path), schema)["apps"]
 
 
 def export_package_path(src: str | Path) -> None:

@@ -1,5 +1,5 @@
 # The claims table: the paper's claims beside the values this run computed.
-from reallymuted.attack import attack_sessions
+from reallymuted.analysis.attack import attack_sessions
 from reallymuted.claims import absent_reasons
 
 

@@ -125,7 +125,7 @@ def telemetry_outputs():
 def session_outputs():
     """The raw evidence of every testbed session: its manifest, written last when complete.
     Empty when `stages.sessions` is off."""
-    from reallymuted.session import matrix, session_dir
+    from reallymuted.testbed.supervisor import matrix, session_dir
 
     if not stage_on("sessions"):
         return []
@@ -143,7 +143,7 @@ def require_replayed_evidence(manifests):
     before any job, naming every session whose files are missing, not just the first."""
     from snakemake.exceptions import WorkflowError
 
-    from reallymuted.session import EVIDENCE, FAILED
+    from reallymuted.testbed.supervisor import EVIDENCE, FAILED
 
     problems = []
     for manifest in manifests:
@@ -162,7 +162,7 @@ def require_replayed_evidence(manifests):
 
 def session_files(name):
     """One analysis file (e.g. ``policy.json``) of every testbed session in the matrix."""
-    from reallymuted.session import matrix
+    from reallymuted.testbed.supervisor import matrix
 
     return [
         f"results/sessions/{app}/{mode}-{stimulus}/rep{rep}/{name}"
@@ -172,7 +172,7 @@ def session_files(name):
 
 def session_analysis_outputs():
     """The testbed's tables and one timeline figure per session."""
-    from reallymuted.session import matrix
+    from reallymuted.testbed.supervisor import matrix
 
     if not stage_on("sessions"):
         return []
@@ -190,7 +190,7 @@ def session_analysis_outputs():
 
 def profile_session_files(name):
     """One analysis file of every testbed-profile session (those with a collector log)."""
-    from reallymuted.session import apps_with_evidence, matrix
+    from reallymuted.testbed.supervisor import apps_with_evidence, matrix
 
     profiles = apps_with_evidence(config["sessions"], "collector.jsonl")
     return [
@@ -228,7 +228,7 @@ def attack_outputs():
     classifier's tables and figures and its values (when the attack's telemetry apps are in
     the matrix), and the leakage test on the muted traffic of every attack app. Empty when
     `stages.attack` is off or `sessions.select` leaves the attack's apps out."""
-    from reallymuted.attack import attack_sessions
+    from reallymuted.analysis.attack import attack_sessions
 
     targets = []
     if attack_sessions(config):

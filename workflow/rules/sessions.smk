@@ -1,13 +1,13 @@
 # Testbed sessions: one real client through the mute schedule, recorded three ways (packets,
 # OS-level and app-level microphone reads). Raw evidence in results/raw/{app}/{mode}-{stimulus}/
-# rep{rep}/; the contract is in reallymuted.session's docstring.
+# rep{rep}/; the contract is in reallymuted.testbed.supervisor's docstring.
 #
 # At most one session runs at a time: each job takes one `testbed_session`, whose global
 # limit is 1 unless given on the command line (--resources testbed_session=N). A session's
 # real-time microphone writer, capture and browser share the machine's cores; two sessions at
 # once would measure each other's load. A failed session exits non-zero and leaves
 # manifest.failed.json (an undeclared file: Snakemake deletes a failed job's outputs).
-from reallymuted.session import instrument_code, matrix, name_pattern, rule_params
+from reallymuted.testbed.supervisor import instrument_code, matrix, name_pattern, rule_params
 
 if "testbed_session" not in workflow.global_resources:
     workflow.register_resource("testbed_session", 1)

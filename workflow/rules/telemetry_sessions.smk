@@ -2,7 +2,7 @@
 # evidence file, the telemetry collector's log (collector.jsonl); then, per session, the
 # telemetry records are decoded from the capture (pyshark) and matched one to one with the
 # collector's log, and the study gets its telemetry tables and named values.
-from reallymuted.session import apps_with_evidence
+from reallymuted.testbed.supervisor import apps_with_evidence
 
 PROFILE_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
 

@@ -1,5 +1,5 @@
 """Figures of the attack on captured telemetry (plotting only; the numbers come from
-reallymuted.attack's tables and values): the Figure 7 and Figure 8 analogues, the confusion
+reallymuted.analysis.attack's tables and values): the Figure 7 and Figure 8 analogues, the confusion
 matrix and the learning curve beside the reference results."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from reallymuted.attack import HELDOUT, SOURCE
+from reallymuted.analysis.attack import HELDOUT, SOURCE
 from reallymuted.figures import PALETTE, save, source_footer
 from reallymuted.figures.classifier import plot_confusion, plot_gain_space
 
@@ -35,7 +35,7 @@ def plot_gain_vs_power(
 ) -> None:
     """Figure 7 analogue: decoded mean and min gain of every muted, matched interval against
     the A-weighted level of the samples fed in that interval, with least-squares lines and
-    Pearson's r (computed in reallymuted.attack) in the legend."""
+    Pearson's r (computed in reallymuted.analysis.attack) in the legend."""
     muted = table[table.matched.astype(bool) & (table.state == "muted")]
     muted = muted[np.isfinite(muted.input_dba.astype(float))]
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
@@ -190,7 +190,7 @@ def plot_learning_curve(curve: pd.DataFrame, outputs: list[str | Path]) -> None:
 
 
 def _names(config_classes: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    from reallymuted.attack import activity_names
+    from reallymuted.analysis.attack import activity_names
 
     return activity_names(config_classes)
 

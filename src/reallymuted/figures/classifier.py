@@ -1,5 +1,5 @@
 """Figures 8, 9, 12, 13, 14: the background-activity classifier (plotting only; the numbers
-come from reallymuted.classifier's tables)."""
+come from reallymuted.analysis.classifier's tables)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from reallymuted.classifier import distance_from_name, select_models
+from reallymuted.analysis.classifier import distance_from_name, select_models
 from reallymuted.figures import PALETTE, save, source_footer
 
 # The paper's figure number of each window length's confusion matrix.
@@ -20,7 +20,7 @@ SPLIT_TITLES = {
     "dev": "development set",
     "eval1": "evaluation set 1",
     "eval2": "evaluation set 2",
-    "heldout": "held-out recordings (pooled over folds)",  # captured telemetry, reallymuted.attack
+    "heldout": "held-out recordings (pooled over folds)",  # captured telemetry, reallymuted.analysis.attack
 }
 PROJECTIONS = [("mean", "max"), ("mean", "min"), ("max", "min")]
 
@@ -198,7 +198,7 @@ def plot_gain_space_figure(
     outputs: list[str | Path],
 ) -> None:
     """Rule classifier_gain_space: Figure 8 from the per-minute table."""
-    from reallymuted.classifier import read_minutes
+    from reallymuted.analysis.classifier import read_minutes
 
     names = {c["code"]: c["name"] for c in config_classes}
     plot_gain_space(read_minutes(minutes_path), names, outputs, splits, seed)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from reallymuted.extract import Segment
+from reallymuted.analysis.evidence import Segment
 from reallymuted.figures import PALETTE, save, source_footer
 
 BIN_S = 0.5
@@ -144,11 +144,11 @@ def timeline_from_files(
     reads_path: str | Path,
     outputs: list[str | Path],
 ) -> None:
-    from reallymuted import extract
+    from reallymuted.analysis import evidence
     from reallymuted.io import read_jsonl
 
-    manifest = extract.load_manifest(session_dir)
-    segments = extract.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
+    manifest = evidence.load_manifest(session_dir)
+    segments = evidence.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
     title = (
         f"{manifest['app']} · mute mode {manifest['mode']} · "
         f"stimulus {manifest.get('stimulus', {}).get('name', '?')} · rep {manifest['rep']}"

@@ -1,4 +1,4 @@
-"""Figures 1–5: the user study (plotting only; the counts come from reallymuted.userstudy)."""
+"""Figures 1–5: the user study (plotting only; the counts come from reallymuted.analysis.userstudy)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,396 @@
+"""The namespace runner: one Linux testbed session, run inside its private network namespace.
+
+Started by the supervisor (:mod:`reallymuted.testbed.supervisor`) as
+``python -m reallymuted.testbed.namespace SPEC.json`` inside the namespace, it starts a private
+PulseAudio whose microphone is a pipe fed in real time from the stimulus by a paced writer
+(the OS witness), the capture, the client through its driver and the Frida tracer (the app
+witness), plays the schedule, stops everything in an order that loses nothing, and merges what
+each part recorded into the evidence files (docs/evidence.md). Exit status 0 only when the
+evidence is complete; otherwise ``failure.json`` in the stage says which step and component
+failed. The supervisor publishes the evidence and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from reallymuted.io import atomic_path, read_jsonl, write_json
+from reallymuted.paths import EVIDENCE
+from reallymuted.testbed import audio, capture, netns
+from reallymuted.testbed.contract import SessionFailure, describe_exit, read_json
+from reallymuted.testbed.drivers import Driver
+from reallymuted.testbed.runner import Runner
+from reallymuted.testbed.spec import SessionSpec
+
+log = logging.getLogger("reallymuted.testbed.namespace")
+
+
+class NamespaceRunner(Runner):
+    """Runs one session inside its network namespace; see the module docstring."""
+
+    def __init__(self, spec: SessionSpec, stage: Path, scratch: Path) -> None:
+        super().__init__(spec, stage)
+        self.scratch = scratch
+        # every process started is registered in pids.jsonl, which the supervisor reaps
+        self.procs = netns.ProcessSet(stage / "pids.jsonl")
+        self.cpu_at_join = 0.0
+
+    def check(self, grace_s: float = 0.0) -> None:
+        """Fail the session if any process it started has died unasked."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            for managed in self.procs.dead():
+                raise SessionFailure(
+                    self.step,
+                    managed.role,
+                    f"{managed.role} (pid {managed.pid}) {describe_exit(managed.returncode())}",
+                )
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+
+    # -- steps ------------------------------------------------------------------------------
+    def start_pulse(self) -> audio.PulsePaths:
+        self.enter("pulseaudio")
+        spec = self.spec
+        with self.blame("pulseaudio"):
+            paths = audio.prepare_pulse(
+                self.scratch / "pulse", spec.rate, spec.channels, spec.suspend_timeout_s
+            )
+            pulse = self.procs.start(
+                "pulseaudio",
+                audio.pulse_command(paths, self.logs / "pulseaudio.log"),
+                env=audio.pulse_env(paths),
+                output=self.logs / "pulseaudio.out",
+            )
+            audio.wait_pulse_ready(paths, lambda: pulse.returncode() is None)
+        self.events("pulse_ready", pid=pulse.pid, source="mic", server=paths.server)
+        return paths
+
+    def start_capture(self, capture_filter: str | None, interface: str = "lo") -> Path:
+        self.enter("capture")
+        out = self.parts / "traffic.pcapng"
+        argv = capture.capture_command(
+            self.spec.capture_tool, out, interface=interface, capture_filter=capture_filter
+        )
+        self.result["capture_interface"] = interface
+        with self.blame("capture"):
+            proc = self.procs.start(
+                "capture",
+                argv,
+                output=self.logs / "capture.log",
+                stop_signal=signal.SIGINT,
+            )
+            capture.wait_capture_ready(out, lambda: proc.returncode() is None)
+        self.events(
+            "capture_start",
+            pid=proc.pid,
+            tool=self.spec.capture_tool,
+            interface=interface,
+            filter=capture_filter,
+        )
+        return out
+
+    def start_writer(self, paths: audio.PulsePaths) -> None:
+        self.enter("writer")
+        spec = self.spec
+        pulse = self.procs.get("pulseaudio")
+        out = self.parts / "mic_os.jsonl"
+        argv = [
+            sys.executable,
+            "-m",
+            "reallymuted.testbed.audio",
+            "feed",
+            "--fifo",
+            str(paths.fifo),
+        ]
+        argv += ["--stimulus", spec.stimulus_path, "--out", str(out), "--t0", repr(self.t0)]
+        argv += ["--rate", str(spec.rate), "--channels", str(spec.channels)]
+        argv += ["--tick-ms", str(spec.tick_ms), "--pipe-bytes", str(spec.pipe_bytes)]
+        argv += ["--reader-pid", str(pulse.pid if pulse else 0)]
+        with self.blame("writer"):
+            writer = self.procs.start("writer", argv, output=self.logs / "writer.log")
+            deadline = time.monotonic() + 10
+            while not (out.exists() and out.stat().st_size > 0):
+                if writer.returncode() is not None:
+                    raise RuntimeError(f"writer {describe_exit(writer.returncode())}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the writer wrote no tick within 10 s")
+                time.sleep(0.01)
+            first = json.loads(out.read_text().splitlines()[0])
+        self.events(
+            "stimulus_start",
+            t=first["t"],
+            pid=writer.pid,
+            name=spec.stimulus,
+            path=spec.stimulus_path,
+            loop=True,
+            tick_ms=spec.tick_ms,
+        )
+
+    def start_tracer(self, roots: list[int], skip: tuple[str, ...]) -> None:
+        self.enter("tracer")
+        argv = [sys.executable, "-m", "reallymuted.testbed.tracing", "--t0", repr(self.t0)]
+        argv += ["--out", str(self.parts / "mic_app.jsonl")]
+        argv += ["--events", str(self.parts / "events.tracer.jsonl")]
+        argv += ["--status", str(self.parts / "tracer.status.json")]
+        argv += ["--poll", str(self.spec.trace_poll_s)]
+        for root in roots:
+            argv += ["--root", str(root)]
+        for pattern in skip:
+            argv.append(f"--skip={pattern}")  # the pattern itself starts with "--"
+        with self.blame("tracer"):
+            # Frida unpacks its helper into TMPDIR and keeps an identity under HOME: both in
+            # the session's scratch directory.
+            tmp = self.scratch / "tmp"
+            tmp.mkdir(exist_ok=True)
+            tracer = self.procs.start(
+                "tracer",
+                argv,
+                stdout=subprocess.PIPE,
+                output=self.logs / "tracer.log",
+                text=True,
+                env={**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp)},
+            )
+            ready = _read_line(tracer.popen.stdout, timeout=30.0)
+            if ready is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    tracer.popen.wait(2.0)
+                raise RuntimeError(f"tracer not ready: it {describe_exit(tracer.returncode())}")
+        self.result["tracer_roots"] = roots
+        self.result["tracer_ready"] = json.loads(ready).get("ready")
+
+    def wait_traced(self, roots: list[int], timeout: float = 30.0) -> None:
+        """Wait until every process now in the client's tree is attached (or gone)."""
+        self.enter("tracer")
+        status = self.parts / "tracer.status.json"
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            covered = set((read_json(status) or {}).get("covered", []))
+            tree = netns.descendants(roots)
+            if tree <= covered:
+                return
+            if time.monotonic() > deadline:
+                raise SessionFailure(
+                    "tracer", "tracer", f"processes {sorted(tree - covered)} not attached in time"
+                )
+            time.sleep(0.02)
+
+    def join_at(self) -> float:
+        """The microphone has been fed ``lead_s`` when the client joins."""
+        return self.events_first("stimulus_start") + self.spec.lead_s
+
+    def joined(self, issued_t: float) -> dict[str, Any]:
+        self.cpu_at_join = netns.tree_cpu_s(self.result["client_roots"])
+        return {}
+
+    def left(self) -> None:
+        # the client's CPU time between join and leave: what the tracer's cost is measured by
+        self.result["client_cpu_s"] = round(
+            netns.tree_cpu_s(self.result["client_roots"]) - self.cpu_at_join, 3
+        )
+
+    def events_first(self, name: str) -> float:
+        self.events.fh.flush()
+        for row in read_jsonl(self.parts / "events.runner.jsonl"):
+            if row["event"] == name:
+                return float(row["t"])
+        raise SessionFailure(self.step, "runner", f"no {name} event")
+
+    def stop(self) -> None:
+        """Stop in an order that loses nothing: tracer (drains its agents), client, mic, capture."""
+        self.enter("stop")
+        self.check()
+        tracer = self.procs.get("tracer")
+        if tracer is not None:
+            rc = self.procs.stop(tracer, timeout=10.0)
+            if rc != 0:
+                raise SessionFailure("stop", "tracer", f"tracer {describe_exit(rc)} on stop")
+        if self.driver is not None:
+            with self.blame("client"):
+                self.driver.stop()
+        self.events("client_stop")
+        for role, ok in (("writer", (0,)), ("capture", (0,))):
+            managed = self.procs.get(role)
+            if managed is not None:
+                rc = self.procs.stop(managed, timeout=5.0)
+                if rc not in ok:
+                    raise SessionFailure("stop", role, f"{role} {describe_exit(rc)} on stop")
+        self.events("capture_stop")
+        pulse = self.procs.get("pulseaudio")
+        if pulse is not None:
+            self.procs.stop(pulse, timeout=3.0)
+        self.result["strays"] = self.stop_strays()
+        self.result["end_t"] = self.events("session_end")
+
+    def stop_strays(self) -> list[dict[str, Any]]:
+        """Stop helpers our tools left behind in the namespace (e.g. Frida's injector)."""
+        known = [m.pid for m in self.procs.procs]
+        strays = netns.same_namespace_strays(known)
+        for stray in strays:
+            log.info("stopped stray process %d (%s)", stray["pid"], stray["comm"])
+        return strays
+
+    def collect(self, driver: Driver) -> None:
+        """Merge the parts into the four evidence files (the supervisor adds the manifest)."""
+        self.enter("collect")
+        self.events.close()
+        events = self.gather("events.runner.jsonl", "events.tracer.jsonl")
+        reads = self.gather("mic_os.jsonl", "mic_app.jsonl")
+        names = {e["event"] for e in events}
+        for needed in ("join", "leave", "stimulus_start"):
+            if needed not in names:
+                raise SessionFailure("collect", "runner", f"events.jsonl lacks {needed!r}")
+        attached = {e["pid"] for e in events if e["event"] == "trace_attach"}
+        missing = [r for r in self.result.get("tracer_roots", []) if r not in attached]
+        if missing:
+            raise SessionFailure("collect", "tracer", f"root process(es) {missing} never traced")
+        if not any(r["api"] == audio.OS_API for r in reads):
+            raise SessionFailure("collect", "writer", "no os:pipe-source tick recorded")
+        self.publish(events, reads, driver.logs)
+        self.collect_extra(driver)
+        self.result["counts"] = {
+            "events": len(events),
+            "mic_trace": dict(Counter(r["api"] for r in reads)),
+            "traced_pids": sorted(attached),
+        }
+
+    def collect_extra(self, driver: Driver) -> None:
+        """Copy the evidence the driver adds to the contract (exactly what it declares)."""
+        produced = driver.evidence()
+        declared = set(driver.extra_evidence)
+        if set(produced) != declared or declared & set(EVIDENCE):
+            raise SessionFailure(
+                "collect",
+                "client",
+                f"driver produced evidence {sorted(produced)}, declared {sorted(declared)}",
+            )
+        for name, path in sorted(produced.items()):
+            if not path.is_file():
+                raise SessionFailure("collect", "client", f"{name}: {path} was not written")
+            with atomic_path(self.evidence / name) as tmp:
+                shutil.copyfile(path, tmp)
+        self.result["extra_evidence"] = sorted(produced)
+
+    def run(self) -> None:
+        spec = self.spec
+        self.start_clock()
+        paths = self.start_pulse()
+        # Clients get the private daemon and a private HOME (no user config in, no files out).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+        env.update(PULSE_SERVER=paths.server, HOME=str(self.scratch / "client"))
+        driver = self.make_driver(workdir=self.scratch / "client", procs=self.procs, env=env)
+        capture_filter = harness_filter(driver.capture_filter())
+        # a driver with an uplink (web apps) is captured there: loopback is only the harness
+        self.start_capture(capture_filter, getattr(driver, "capture_interface", "lo"))
+        self.start_writer(paths)
+        self.enter("client")
+        with self.blame("client"):
+            driver.start()
+            roots = driver.trace_roots()
+        self.events("client_start", pids=roots)
+        self.result["client_roots"] = roots
+        # The tracer attaches while the client gets ready (page load, registration...), and
+        # the client's tree is fully traced before it joins.
+        if spec.trace_app:
+            self.start_tracer(roots, driver.trace_skip)
+        else:
+            self.events("tracer_disabled")
+        self.enter("prepare")
+        with self.blame("client"):
+            driver.prepare()
+        self.events("client_ready")
+        if spec.trace_app:
+            self.wait_traced(roots)
+        self.play_schedule(driver)
+        self.stop()
+        self.collect(driver)
+        self.result.update(
+            capture_filter=capture_filter,
+            endpoints=driver.endpoints(),
+            client=driver.client_traffic(),
+        )
+
+
+# Frida's device manager probes for an adb server (tcp/5037) when the tracer starts: harness
+# traffic, like the drivers' control channels, and kept out of the capture with them.
+TRACER_FILTER = "not (tcp port 5037)"
+
+
+def harness_filter(driver_filter: str | None) -> str:
+    """The capture filter: everything except the harness's own channels."""
+    return TRACER_FILTER if not driver_filter else f"{TRACER_FILTER} and {driver_filter}"
+
+
+def _read_line(stream: Any, timeout: float) -> str | None:
+    """One line from a pipe, or None after ``timeout`` (or at end of file)."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box and box[0] else None
+
+
+def run_inner(spec_path: Path) -> int:
+    """Entry point inside the namespace; exit status 0 only if the evidence is complete."""
+    stage = spec_path.parent
+    spec_data = json.loads(spec_path.read_text())
+    scratch = Path(spec_data.pop("scratch"))
+    spec = SessionSpec(**spec_data)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s inner: %(message)s", force=True
+    )
+    runner = NamespaceRunner(spec, stage, scratch)
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise SessionFailure(runner.step, "supervisor", f"{signal.Signals(signum).name} received")
+
+    signal.signal(signal.SIGTERM, _terminate)
+    status = 0
+    try:
+        runner.run()
+    except BaseException as exc:
+        failure = (
+            exc.record()
+            if isinstance(exc, SessionFailure)
+            else {
+                "step": runner.step,
+                "component": "runner",
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        )
+        failure["traceback"] = traceback.format_exc()
+        log.error("session failed at %s: %s", failure["step"], failure["error"])
+        write_json(stage / "failure.json", failure)
+        status = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if status:
+            with contextlib.suppress(Exception):
+                if runner.driver is not None:
+                    runner.driver.stop()
+        runner.procs.stop_all(timeout=2.0)
+        with contextlib.suppress(Exception):
+            runner.stop_strays()
+        with contextlib.suppress(Exception):
+            runner.events.close()
+    write_json(stage / "inner.json", runner.result)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(run_inner(Path(sys.argv[1])))
