@@ -142,7 +142,7 @@ def native_session(repo_root: Path, tmp_path: Path) -> Path:
     import shutil
 
     from reallymuted.testbed import host as hostsession
-    from reallymuted.testbed.supervisor import SessionSpec
+    from reallymuted.testbed.spec import SessionSpec
 
     recorded = repo_root / "tests/data/sessions/chromium/soft-tone/rep1"
     session = tmp_path / "raw/zoom-windows/hotkey-speech/rep1"

@@ -27,7 +27,8 @@ import yaml
 from PIL import Image
 
 from reallymuted import artifact
-from reallymuted.testbed.supervisor import EVIDENCE, MANIFEST, matrix, session_dir
+from reallymuted.paths import EVIDENCE, MANIFEST, session_dir
+from reallymuted.study import matrix
 from reallymuted.testbed.stimuli import make_stimulus
 
 pytestmark = pytest.mark.workflow

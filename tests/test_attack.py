@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.analysis import attack, classifier, extract, traffic
+from reallymuted.analysis import attack, classifier, extract, leakage
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
-from reallymuted.testbed.supervisor import SessionSpec, run_session
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import run_session
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 RATE = 48000
@@ -364,7 +365,7 @@ def test_leakage_windows_of_real_sessions(near_and_far, tmp_path: Path) -> None:
     enough to test, and the table says so rather than inventing an accuracy."""
     dirs, packets, specs = zip(*near_and_far["sessions"].values(), strict=True)
     outputs = {"windows": tmp_path / "windows.csv", "table": tmp_path / "leakage.csv"}
-    table = traffic.leakage_to_files(
+    table = leakage.leakage_to_files(
         dirs, packets, specs, 2.0, seed=1, bootstrap=100, permutations=19, outputs=outputs
     )
     windows = pd.read_csv(outputs["windows"])
@@ -375,4 +376,4 @@ def test_leakage_windows_of_real_sessions(near_and_far, tmp_path: Path) -> None:
     assert list(table.app) == ["attack-webex"] and list(table.mute_mode) == ["app"]
     assert table.verdict.iloc[0] == "not enough recordings or activities to test"
     assert table.accuracy.isna().all()
-    assert pd.read_csv(outputs["table"]).columns.tolist() == traffic.LEAKAGE_COLUMNS
+    assert pd.read_csv(outputs["table"]).columns.tolist() == leakage.LEAKAGE_COLUMNS

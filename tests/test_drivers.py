@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from reallymuted.io import read_jsonl
+from reallymuted.paths import FAILED, MANIFEST
 from reallymuted.testbed import capture, netns
 from reallymuted.testbed.drivers import get_driver
-from reallymuted.io import read_jsonl
-from reallymuted.testbed.supervisor import FAILED, MANIFEST, SessionSpec, run_session, summarise
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.summary import summarise
+from reallymuted.testbed.supervisor import run_session
 
 PHASES = [{"state": "unmuted", "seconds": 3}, {"state": "muted", "seconds": 4}]
 PHASES.append({"state": "unmuted", "seconds": 3})

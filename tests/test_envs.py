@@ -13,7 +13,6 @@ environment does not pin.
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from importlib import metadata
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reallymuted import debian
+from reallymuted import codegraph, debian
 from reallymuted.debian import APT_LISTS, read_package_list
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,45 +255,19 @@ def test_every_rule_that_runs_code_has_a_conda_env() -> None:
 
 def imported_distributions(script: Path) -> dict[str, set[str]]:
     """Third-party distributions a script imports, following the package's own modules
-    (``reallymuted.*``) transitively; value: the modules that import it."""
+    (``reallymuted.*``) transitively, as the rules' code inputs do; value: the modules that
+    import it."""
     distributions = metadata.packages_distributions()
-    src = REPO / "src"
-    seen: set[Path] = set()
-    todo = [script]
     used: dict[str, set[str]] = {}
-    while todo:
-        path = todo.pop()
-        if path in seen:
+    for path in [script, *map(Path, codegraph.code_files(script))]:
+        if path.suffix != ".py":
             continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                top = name.split(".")[0]
-                if top == "reallymuted":
-                    base = src / Path(*name.split("."))
-                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-                        if candidate.is_file():
-                            todo.append(candidate)
-                elif top not in sys.stdlib_module_names and top != "snakemake":
-                    for dist in distributions.get(top, [top]):
-                        used.setdefault(normalise(dist), set()).add(path.name)
+        for name in codegraph.imported_names(path):
+            top = name.split(".")[0]
+            if top not in ("reallymuted", "snakemake") and top not in sys.stdlib_module_names:
+                for dist in distributions.get(top, [top]):
+                    used.setdefault(normalise(dist), set()).add(path.name)
     return used
-
-
-# Imported somewhere in a rule's code but never on that rule's path, with the reason.
-NOT_ON_PATH = {
-    # drivers.profile subclasses the Chromium driver, which imports playwright only when it
-    # starts a browser (a capture); the telemetry analyses only read the profile's constants.
-    ("analysis.yaml", "playwright"): "imported by Driver.start of drivers.chromium only",
-    # attack.attack_sessions builds the study matrix (session.matrix, whose module starts
-    # host sessions with Frida); only the workflow's own process (common.smk) calls it.
-    ("analysis.yaml", "frida"): "imported by hostsession.HostSession, reached via session.matrix",
-}
 
 
 def test_each_rules_env_pins_what_its_code_imports() -> None:
@@ -309,6 +282,6 @@ def test_each_rules_env_pins_what_its_code_imports() -> None:
         env = (REPO / "workflow/rules" / rule["conda"]).resolve()
         pins, _ = env_pins(env)
         for dist, where in sorted(imported_distributions(script).items()):
-            if dist not in pins and (env.name, dist) not in NOT_ON_PATH:
+            if dist not in pins:
                 problems.append(f"rule {name} ({env.name}): {dist} imported by {sorted(where)}")
     assert not problems, "not pinned in the rule's conda env:\n  " + "\n  ".join(problems)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reallymuted.analysis import extract
+from reallymuted.analysis import evidence, extract
 from reallymuted.io import DataError
 
 
@@ -87,15 +87,15 @@ def test_mute_segments_and_labels() -> None:
         {"t": 5.0, "event": "unmute"},
         {"t": 7.0, "event": "leave"},
     ]
-    segments = extract.mute_segments(events)
+    segments = evidence.mute_segments(events)
     assert segments == [
-        extract.Segment("unmuted", 0.5, 2.0),
-        extract.Segment("muted", 2.0, 5.0),
-        extract.Segment("unmuted", 5.0, 7.0),
+        evidence.Segment("unmuted", 0.5, 2.0),
+        evidence.Segment("muted", 2.0, 5.0),
+        evidence.Segment("unmuted", 5.0, 7.0),
     ]
     import pandas as pd
 
-    states = extract.label_states(pd.Series([0.1, 1.0, 3.0, 6.0, 8.0]), segments)
+    states = evidence.label_states(pd.Series([0.1, 1.0, 3.0, 6.0, 8.0]), segments)
     assert states.tolist() == ["outside", "unmuted", "muted", "unmuted", "outside"]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.analysis.extract import Segment, label_states
+from reallymuted.analysis.evidence import Segment, label_states
 from reallymuted.analysis.micpolicy import (
     PolicyParams,
     label_policy,

@@ -42,13 +42,15 @@ import numpy as np
 import pytest
 import yaml
 
+from reallymuted.io import read_jsonl
+from reallymuted.paths import FAILED
 from reallymuted.testbed import audio, uplink
 from reallymuted.testbed.drivers import DriverError, SessionContext, get_driver, native, web
 from reallymuted.testbed.host import HostTracer, agent_source, session_row
-from reallymuted.io import read_jsonl
 from reallymuted.testbed.netns import ProcessSet
-from reallymuted.testbed.supervisor import FAILED, SessionSpec, run_session
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import run_session
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTS = REPO / "src/reallymuted/agents"
@@ -893,7 +895,8 @@ def host_agent(reads_after_s: float | None) -> str:
 
 @pytest.fixture
 def host_runner(monkeypatch, target):
-    from reallymuted.testbed import drivers, host as hostsession
+    from reallymuted.testbed import drivers
+    from reallymuted.testbed import host as hostsession
 
     monkeypatch.setitem(drivers.REGISTRY, "test-linux-host", f"{__name__}:LinuxHostDriver")
     monkeypatch.setattr(hostsession, "player_command", lambda wav, host, s: ["sleep", str(int(s))])
@@ -965,7 +968,7 @@ def test_host_runner_fails_when_the_app_never_opens_the_microphone(
 
 
 def test_select_keeps_only_the_overlay_apps() -> None:
-    from reallymuted.testbed.supervisor import matrix
+    from reallymuted.study import matrix
 
     sessions = {
         "repetitions": 2,

@@ -27,22 +27,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reallymuted.testbed import collector
-from reallymuted.analysis import extract, telemetry
+from reallymuted.analysis import evidence, extract, telemetry
 from reallymuted.analysis.telemetry import sessions as ts
-from reallymuted.testbed.drivers import get_driver
 from reallymuted.io import read_jsonl
-from reallymuted.testbed.supervisor import (
-    EVIDENCE,
-    MANIFEST,
-    SessionSpec,
-    apps_with_evidence,
-    evidence_files,
-    matrix,
-    run_session,
-    summarise,
-)
+from reallymuted.paths import EVIDENCE, MANIFEST
+from reallymuted.study import matrix
+from reallymuted.testbed.contract import apps_with_evidence, evidence_files
+from reallymuted.testbed.drivers import get_driver
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.summary import summarise
+from reallymuted.testbed.supervisor import run_session
 
 SAMPLE = Path(__file__).resolve().parent / "data/profiles/webex-2021/app-steps/rep1"
 LEVELS_DB = [-6, -46, -16, -36, -26]
@@ -90,7 +85,7 @@ def test_collector_logs_every_request_whole(running_collector) -> None:
     assert _request(base + "/nothing", "GET") == 404
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
-    rows = collector.read_log(out)
+    rows = evidence.read_log(out)
     assert [r["event"] for r in rows] == ["listening", *["request"] * 4, "stopped"]
     assert [r["method"] for r in rows[1:5]] == ["OPTIONS", "POST", "POST", "GET"]
     assert rows[-1]["requests"] == 4
@@ -100,11 +95,11 @@ def test_collector_logs_every_request_whole(running_collector) -> None:
     assert ["Content-Type", "application/json"] in post["headers"]
     assert post["client"].startswith("127.0.0.1:")
     # What the collector logged decodes to exactly what was sent; binary bodies survive too.
-    report = telemetry.decode_bytes(collector.request_body(post), "collector")
+    report = telemetry.decode_bytes(evidence.request_body(post), "collector")
     assert [
         (r["audio_max_gain"], r["audio_mean_gain"], r["audio_min_gain"]) for r in report.rows
     ] == [(90, 61, 14)]
-    assert "body_b64" in rows[3] and collector.request_body(rows[3]) == binary
+    assert "body_b64" in rows[3] and evidence.request_body(rows[3]) == binary
 
 
 def test_collector_reads_chunked_bodies(running_collector) -> None:
@@ -123,7 +118,7 @@ def test_collector_reads_chunked_bodies(running_collector) -> None:
     conn.close()
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
-    (post,) = [r for r in collector.read_log(out) if r["event"] == "request"]
+    (post,) = [r for r in evidence.read_log(out) if r["event"] == "request"]
     assert post["body"] == '{"telemetrics": []}'
 
 
@@ -201,10 +196,10 @@ def test_a_record_round_trips_through_the_decoder() -> None:
     """The page's record shape (copied from the recorded sample) decodes like the encoder's."""
     post = next(
         r
-        for r in collector.read_log(SAMPLE / "collector.jsonl")
+        for r in evidence.read_log(SAMPLE / "collector.jsonl")
         if r["event"] == "request" and r["method"] == "POST"
     )
-    rows, problems = ts.decode_body(collector.request_body(post), "sample")
+    rows, problems = ts.decode_body(evidence.request_body(post), "sample")
     assert problems == [] and len(rows) == 1
     (row,) = rows
     payload, _ = telemetry.decode_gzipb64(

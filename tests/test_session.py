@@ -24,22 +24,17 @@ from pathlib import Path
 import pytest
 
 from reallymuted.analysis import extract
+from reallymuted.analysis.evidence import mute_segments
+from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_policy
+from reallymuted.io import read_jsonl, sha256_file
+from reallymuted.paths import EVIDENCE, FAILED, MANIFEST, session_dir
+from reallymuted.study import matrix
 from reallymuted.testbed import netns, tracing
 from reallymuted.testbed.drivers.control import Policy
-from reallymuted.io import read_jsonl, sha256_file
-from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_policy
-from reallymuted.testbed.supervisor import (
-    EVIDENCE,
-    FAILED,
-    MANIFEST,
-    SessionSpec,
-    matrix,
-    phases,
-    run_session,
-    session_dir,
-    summarise,
-)
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.summary import phases, summarise
+from reallymuted.testbed.supervisor import run_session
 
 OS_API = "os:pipe-source"
 
@@ -96,7 +91,7 @@ def app_read_times(app_rows: list[dict], lo: float, hi: float) -> list[float]:
 def classified(out: Path) -> dict[str, PolicyLabel]:
     """The study's own policy label of a session, from each witness (as the workflow does)."""
     reads = extract.read_mic_trace(out / "mic_trace.jsonl")
-    segments = extract.mute_segments(read_jsonl(out / "events.jsonl"))
+    segments = mute_segments(read_jsonl(out / "events.jsonl"))
     return {w: label_policy(reads, segments, w, PolicyParams()) for w in ("os", "app")}
 
 

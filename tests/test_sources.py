@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reallymuted.analysis.evidence import source_label
 from reallymuted.figures import saved_source
-from reallymuted.analysis.micpolicy import source_label
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("testbed-profile", "testbed", "sdk-preview", "sdk", "desktop", "native", "web")

@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from reallymuted.testbed import stimuli
+from reallymuted import study
 from reallymuted.config import ConfigError, load_yaml, validate_config
-from reallymuted.testbed.supervisor import SessionSpec, matrix, rule_params
+from reallymuted.study import matrix
+from reallymuted.testbed import stimuli
+from reallymuted.testbed.spec import SessionSpec, rule_params
 
 RATE = stimuli.RATE
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
@@ -51,7 +53,7 @@ def spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- determinism and format --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activity", sorted(stimuli.ACTIVITIES))
+@pytest.mark.parametrize("activity", sorted(study.ACTIVITIES))
 def test_activity_stimuli_are_deterministic_48k_mono(activity: str, tmp_path: Path) -> None:
     spec = {"kind": "activity", "activity": activity, "recording": 2, "seconds": 6, "seed": 5}
     spec |= {"distance_cm": 25, "room_noise_dbfs": -60}
@@ -108,9 +110,7 @@ def test_every_stimulus_is_byte_identical_across_processes(repo_root: Path, tmp_
     specs = short_study_stimuli(repo_root)
     kinds = {s["kind"] for s in specs.values()}
     activities = {s["activity"] for s in specs.values() if s["kind"] == "activity"}
-    assert kinds == {"speech", "tone", "steps", "activity"} and activities == set(
-        stimuli.ACTIVITIES
-    )
+    assert kinds == {"speech", "tone", "steps", "activity"} and activities == set(study.ACTIVITIES)
     shared_tmp = tmp_path / "tmp"
     shared_tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "XDG_RUNTIME"))}
@@ -279,7 +279,7 @@ def recordings(tmp_path: Path) -> Path:
 
 
 def test_real_recordings_are_read_in_name_order(recordings: Path, tmp_path: Path) -> None:
-    files = stimuli.recording_files(recordings)
+    files = study.recording_files(recordings)
     assert [f.name for f in files] == ["a_laptop.wav", "b_desk.flac", "c_office.ogg"]
     attack = {
         "apps": ["attack-webex"],
@@ -289,7 +289,7 @@ def test_real_recordings_are_read_in_name_order(recordings: Path, tmp_path: Path
         "seconds": 2.5,
         "seed": 1,
     }
-    specs = stimuli.attack_stimuli(attack)
+    specs = study.attack_stimuli(attack)
     assert list(specs)[:6] == ["kb1d10", "kb1d50", "kb2d10", "kb2d50", "kb3d10", "kb3d50"]
     assert len(specs) == 12 and specs["vc3d50"]["source"] == "synthetic"
     assert specs["kb2d50"]["path"] == str(recordings / "b_desk.flac")
@@ -303,21 +303,21 @@ def test_real_recordings_are_read_in_name_order(recordings: Path, tmp_path: Path
     assert 20 * np.log10(np.sqrt(np.mean(x**2))) == pytest.approx(-24, abs=0.2)
     attack["recordings"] = 4
     with pytest.raises(ValueError, match="holds 3 recording"):
-        stimuli.attack_stimuli(attack)
+        study.attack_stimuli(attack)
     attack["activities"] = {"zz": None}
     with pytest.raises(ValueError, match="no synthetic generator"):
-        stimuli.attack_stimuli(attack)
+        study.attack_stimuli(attack)
 
 
 # --- names and the configuration -------------------------------------------------------------
 
 
 def test_names_are_path_parts_and_parse_back() -> None:
-    name = stimuli.activity_stimulus_name("kb", 12, 100)
+    name = study.activity_stimulus_name("kb", 12, 100)
     assert name == "kb12d100" and name.isalnum() and name.islower()
-    assert stimuli.parse_activity_stimulus_name(name) == ("kb", 12, 100)
+    assert study.parse_activity_stimulus_name(name) == ("kb", 12, 100)
     with pytest.raises(ValueError):
-        stimuli.parse_activity_stimulus_name("kb-1d10")
+        study.parse_activity_stimulus_name("kb-1d10")
 
 
 @pytest.fixture

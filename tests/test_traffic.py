@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted.analysis import extract, traffic
+from reallymuted.analysis import evidence, extract, leakage, traffic
 
 # the capture switches from "unmuted" to "muted" packets after RTP seq 49 (t ≈ 1.0 s)
-SEGMENTS = [extract.Segment("unmuted", 0.0, 1.004), extract.Segment("muted", 1.004, 2.02)]
+SEGMENTS = [evidence.Segment("unmuted", 0.0, 1.004), evidence.Segment("muted", 1.004, 2.02)]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def packets(repo_root: Path):
     pcap = repo_root / "tests/data/extract/rtp_levels.pcapng"
     first = float(extract.run_tshark(pcap).split(b"\t", 1)[0])
     table = extract.read_packets(pcap, start_epoch=first, client_ports={41000})
-    table["state"] = extract.label_states(table.t, SEGMENTS)
+    table["state"] = evidence.label_states(table.t, SEGMENTS)
     return table
 
 
@@ -48,8 +48,8 @@ def test_window_features_on_a_recorded_soft_mute(repo_root: Path, tmp_path: Path
     import pandas as pd
 
     table = pd.read_parquet(tmp_path / "p.parquet")
-    segments = extract.mute_segments(read_jsonl(session / "events.jsonl"))
-    features = traffic.window_features(table, segments, window_s=0.5)
+    segments = evidence.mute_segments(read_jsonl(session / "events.jsonl"))
+    features = leakage.window_features(table, segments, window_s=0.5)
     muted = next(s for s in segments if s.state == "muted")
     assert len(features) == int((muted.end - muted.start) // 0.5)
     # soft mute: about 25 RTP packets per half second (plus RTCP/STUN), the smallest being the
@@ -69,7 +69,7 @@ def _windows(leaky: bool, seed: int = 0):
             for _ in range(10):
                 size = 60 + (20 * activity if leaky else 0) + rng.normal(0, 3)
                 rows.append(
-                    {f: rng.normal() for f in traffic.WINDOW_FEATURES} | {"size_mean": size}
+                    {f: rng.normal() for f in leakage.WINDOW_FEATURES} | {"size_mean": size}
                 )
                 labels.append(f"a{activity}")
                 groups.append(f"a{activity}-r{recording}")
@@ -77,14 +77,14 @@ def _windows(leaky: bool, seed: int = 0):
 
 
 def test_leakage_found_when_sizes_follow_the_activity() -> None:
-    result = traffic.leakage_test(*_windows(leaky=True), seed=1, bootstrap=300, permutations=39)
+    result = leakage.leakage_test(*_windows(leaky=True), seed=1, bootstrap=300, permutations=39)
     assert result["accuracy"] > 0.9
     assert result["ci_low"] > result["chance_high"] and result["p_value"] == 1 / 40
     assert result["verdict"] == "leaks: above chance"
 
 
 def test_no_leakage_claimed_from_noise() -> None:
-    result = traffic.leakage_test(*_windows(leaky=False), seed=1, bootstrap=300, permutations=39)
+    result = leakage.leakage_test(*_windows(leaky=False), seed=1, bootstrap=300, permutations=39)
     assert result["verdict"] == "no evidence of leakage"
     assert result["ci_low"] <= 1 / 3 + 0.05
     assert result["p_value"] >= 0.05

@@ -106,7 +106,9 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     return config
 
 
-def load_registry(path: str | Path = APPS_REGISTRY, schema: str | Path = APPS_SCHEMA) -> dict[str, Any]:
+def load_registry(
+    path: str | Path = APPS_REGISTRY, schema: str | Path = APPS_SCHEMA
+) -> dict[str, Any]:
     """The ten apps' registry (workflow/apps.yaml), validated: ``{app id: entry}``."""
     return validate_config(load_yaml(path), schema)["apps"]
 

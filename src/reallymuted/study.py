@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import soundfile as sf
 
@@ -40,7 +40,16 @@ DEFAULT_INTERVAL_S = 60.0
 # --- the study matrix ---------------------------------------------------------------------
 
 
-def matrix(sessions: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+class Session(NamedTuple):
+    """One session of the study matrix (a tuple: ``session_dir(*session)`` is its folder)."""
+
+    app: str
+    mode: str
+    stimulus: str
+    rep: int
+
+
+def matrix(sessions: Mapping[str, Any]) -> list[Session]:
     """(app, mode, stimulus, rep) of every session the config asks for.
 
     The structure is checked here (selected apps exist, stimuli name known apps); whether each
@@ -61,7 +70,7 @@ def matrix(sessions: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
         if unknown:
             raise ValueError(f"sessions.stimuli.{name}.apps: {unknown} not in sessions.apps")
     return [
-        (app, mode, stimulus, rep)
+        Session(app, mode, stimulus, rep)
         for app, entry in sessions["apps"].items()
         if app in selected
         for mode in entry["modes"]

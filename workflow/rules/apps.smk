@@ -8,7 +8,7 @@ rule apps_platforms:
     input:
         registry=APP_REGISTRY,
         schema=REPO / "workflow/schemas/apps.schema.yaml",
-        code=package_code("apps"),
+        code=code_of("apps_platforms"),
     output:
         report(
             "results/tables/apps_platforms.csv",
@@ -30,7 +30,7 @@ rule apps_headline:
         states="results/tables/session_states.csv",
         flows="results/tables/session_flows.csv",
         checks=lambda wildcards: telemetry_session_outputs()[1:2],
-        code=package_code("apps", "figures.apps"),
+        code=code_of("apps_headline"),
     output:
         table=report(
             "results/tables/apps_headline.csv",

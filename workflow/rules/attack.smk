@@ -4,15 +4,7 @@
 # rules capture and decode them like any other; here: the stimuli themselves, the decoded
 # intervals with their input level, the Figure 7 and 8 analogues, and the reference
 # classifier's code cross-validated over recordings, beside the reference results.
-from reallymuted.analysis.attack import attack_sessions, interval_seconds
-from reallymuted.testbed.supervisor import session_dir
-
-ATTACK_STIMULI = {
-    name: spec
-    for name, spec in SESSIONS["stimuli"].items()
-    if (spec or {}).get("kind") == "activity"
-}
-ATTACK_SESSIONS = attack_sessions(config)
+from reallymuted.analysis.attack import interval_seconds
 
 
 # An activity stimulus from a directory of real recordings depends on its file, which the
@@ -21,12 +13,12 @@ if ATTACK_STIMULI and not SESSIONS["replay"]:
 
     rule attack_stimulus:
         input:
-            code=package_code("stimuli"),
+            code=code_of("session_stimulus"),
             recording=lambda wildcards: [
                 p for p in [ATTACK_STIMULI[wildcards.stimulus].get("path")] if p
             ],
         output:
-            "results/stimuli/{stimulus}.wav",
+            stimulus_wav("{stimulus}"),
         log:
             "logs/stimuli/{stimulus}.log",
         wildcard_constraints:
@@ -43,9 +35,7 @@ if ATTACK_STIMULI and not SESSIONS["replay"]:
 
 if ATTACK_SESSIONS:
     ATTACK_DIRS = [session_dir(*key) for key in ATTACK_SESSIONS]
-    ATTACK_TABLES = [
-        d.replace("results/raw/", "results/sessions/", 1) for d in ATTACK_DIRS
-    ]
+    ATTACK_TABLES = [analysis_dir(*key) for key in ATTACK_SESSIONS]
     ATTACK_WINDOWS = config["attack"]["classifier"]["windows"]
     ATTACK_INTERVAL_S = interval_seconds(config)
     ATTACK_CLASSES = config["classifier"]["classes"]
@@ -56,8 +46,8 @@ if ATTACK_SESSIONS:
             manifests=[f"{d}/manifest.json" for d in ATTACK_DIRS],
             mic_traces=[f"{d}/mic_trace.jsonl" for d in ATTACK_DIRS],
             telemetry=[f"{d}/telemetry.csv" for d in ATTACK_TABLES],
-            stimuli=[f"results/stimuli/{key[2]}.wav" for key in ATTACK_SESSIONS],
-            code=package_code("attack", "telemetry_sessions", "classifier"),
+            stimuli=[stimulus_wav(key.stimulus) for key in ATTACK_SESSIONS],
+            code=code_of("attack_telemetry"),
         output:
             table=report(
                 "results/tables/attack_telemetry.csv",
@@ -72,8 +62,8 @@ if ATTACK_SESSIONS:
             ANALYSIS_ENV
         params:
             dirs=ATTACK_DIRS,
-            stimuli=[key[2] for key in ATTACK_SESSIONS],
-            specs={key[2]: ATTACK_STIMULI[key[2]] for key in ATTACK_SESSIONS},
+            stimuli=[key.stimulus for key in ATTACK_SESSIONS],
+            specs={key.stimulus: ATTACK_STIMULI[key.stimulus] for key in ATTACK_SESSIONS},
             classes=ATTACK_CLASSES,
             windows=ATTACK_WINDOWS,
         script:
@@ -81,7 +71,7 @@ if ATTACK_SESSIONS:
 
     rule attack_window:
         input:
-            code=package_code("attack", "classifier"),
+            code=code_of("attack_window"),
             minutes="results/attack/minutes.csv",
         output:
             metrics="results/attack/n{window}/metrics.csv",
@@ -107,7 +97,7 @@ if ATTACK_SESSIONS:
 
     rule attack_tables:
         input:
-            code=package_code("attack", "classifier"),
+            code=code_of("attack_tables"),
             metrics=expand(
                 "results/attack/n{window}/metrics.csv", window=ATTACK_WINDOWS
             ),
@@ -145,7 +135,7 @@ if ATTACK_SESSIONS:
 
     rule attack_fig7:
         input:
-            code=package_code("figures.__init__", "figures.attack"),
+            code=code_of("attack_fig7_gain_vs_power"),
             table="results/tables/attack_telemetry.csv",
             values="results/attack/telemetry_values.json",
         output:
@@ -164,9 +154,7 @@ if ATTACK_SESSIONS:
 
     rule attack_fig8:
         input:
-            code=package_code(
-                "figures.__init__", "figures.attack", "figures.classifier"
-            ),
+            code=code_of("attack_fig8_gain_space"),
             minutes="results/attack/minutes.csv",
         output:
             png=report(
@@ -188,9 +176,7 @@ if ATTACK_SESSIONS:
 
     rule attack_confusion_figure:
         input:
-            code=package_code(
-                "figures.__init__", "figures.attack", "figures.classifier"
-            ),
+            code=code_of("attack_confusion_figure"),
             metrics="results/tables/attack_classifier_metrics.csv",
             confusion="results/tables/attack_confusion.csv",
         output:
@@ -213,7 +199,7 @@ if ATTACK_SESSIONS:
 
     rule attack_learning_curve_figure:
         input:
-            code=package_code("figures.__init__", "figures.attack"),
+            code=code_of("attack_learning_curve_figure"),
             curve="results/tables/attack_learning_curve.csv",
         output:
             png=report(
@@ -230,23 +216,18 @@ if ATTACK_SESSIONS:
             "../../scripts/attack_learning_curve_figure.py"
 
 
-LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False)
-
-
 # Not in the paper: can an on-path observer of the encrypted muted traffic (sizes and timing
 # only) tell the background activity? One test per attack app and mute mode.
 if LEAKAGE_SESSIONS:
     LEAKAGE_DIRS = [session_dir(*key) for key in LEAKAGE_SESSIONS]
-    LEAKAGE_TABLES = [
-        d.replace("results/raw/", "results/sessions/", 1) for d in LEAKAGE_DIRS
-    ]
+    LEAKAGE_TABLES = [analysis_dir(*key) for key in LEAKAGE_SESSIONS]
 
     rule attack_leakage:
         input:
             manifests=[f"{d}/manifest.json" for d in LEAKAGE_DIRS],
             events=[f"{d}/events.jsonl" for d in LEAKAGE_DIRS],
             packets=[f"{d}/packets.parquet" for d in LEAKAGE_TABLES],
-            code=package_code("traffic", "micpolicy"),
+            code=code_of("attack_leakage"),
         output:
             table=report(
                 "results/tables/leakage.csv",
@@ -260,7 +241,7 @@ if LEAKAGE_SESSIONS:
             ANALYSIS_ENV
         params:
             dirs=LEAKAGE_DIRS,
-            stimuli=[ATTACK_STIMULI[key[2]] for key in LEAKAGE_SESSIONS],
+            stimuli=[ATTACK_STIMULI[key.stimulus] for key in LEAKAGE_SESSIONS],
             window_s=config["attack"]["leakage"]["window_s"],
             bootstrap=config["attack"]["leakage"]["bootstrap"],
             permutations=config["attack"]["leakage"]["permutations"],
@@ -270,7 +251,7 @@ if LEAKAGE_SESSIONS:
 
     rule attack_leakage_figure:
         input:
-            code=package_code("figures.__init__", "figures.attack"),
+            code=code_of("attack_leakage_figure"),
             table="results/tables/leakage.csv",
         output:
             png=report(

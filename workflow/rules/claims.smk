@@ -7,7 +7,7 @@ rule claims:
     input:
         claims=REPO / "workflow/resources/paper_claims.yaml",
         values=claims_value_files(),
-        code=package_code("claims"),
+        code=code_of("claims"),
     output:
         csv=report(
             "results/tables/claims.csv",

@@ -3,20 +3,11 @@
 
 
 CLASSIFIER_GAINS = reference_file("BgActivityClassifier/ParseSourceData/{name}.txt")
-# What a window job depends on: changing any other classifier key never retrains a model.
-CLASSIFIER_WINDOW_KEYS = [
-    "models",
-    "seed",
-    "grids",
-    "validation_fraction",
-    "random_validation_fraction",
-    "balance_classes",
-]
 
 
 rule classifier_parse:
     input:
-        code=package_code("classifier"),
+        code=code_of("classifier_parse"),
         verified="results/reference/verified.csv",
         dev=expand(CLASSIFIER_GAINS, name=config["classifier"]["splits"]["dev"]),
         eval1=expand(CLASSIFIER_GAINS, name=config["classifier"]["splits"]["eval1"]),
@@ -37,7 +28,7 @@ rule classifier_parse:
 
 rule classifier_window:
     input:
-        code=package_code("classifier"),
+        code=code_of("classifier_window"),
         minutes="results/classifier/reference/minutes.csv",
     output:
         metrics="results/classifier/reference/n{window}/metrics.csv",
@@ -60,7 +51,7 @@ rule classifier_window:
 
 rule classifier_tables:
     input:
-        code=package_code("classifier"),
+        code=code_of("classifier_tables"),
         metrics=expand(
             "results/classifier/reference/n{window}/metrics.csv",
             window=config["classifier"]["windows"],
@@ -93,7 +84,7 @@ rule classifier_tables:
 
 rule classifier_dataset_sizes:
     input:
-        code=package_code("classifier"),
+        code=code_of("classifier_dataset_sizes"),
         minutes="results/classifier/reference/minutes.csv",
         recordings="results/tables/classifier_recordings.csv",
     output:
@@ -115,7 +106,7 @@ rule classifier_dataset_sizes:
 
 rule classifier_gain_space:
     input:
-        code=package_code("figures.__init__", "figures.classifier", "classifier"),
+        code=code_of("classifier_gain_space"),
         minutes="results/classifier/reference/minutes.csv",
     output:
         png=report(
@@ -138,7 +129,7 @@ rule classifier_gain_space:
 
 rule classifier_confusion_figure:
     input:
-        code=package_code("figures.__init__", "figures.classifier", "classifier"),
+        code=code_of("classifier_confusion_figure"),
         metrics="results/tables/classifier_metrics.csv",
         confusion="results/tables/classifier_confusion.csv",
     output:

@@ -7,12 +7,28 @@ REPO = Path(workflow.basedir)
 # --sdm conda or on a cluster node), whether or not it was pip-installed there.
 sys.path.insert(0, str(REPO / "src"))
 
-from reallymuted import reference
+import re
+
+from reallymuted import codegraph, reference
+from reallymuted.analysis.attack import attack_sessions
 from reallymuted.config import export_package_path, validate_config
+from reallymuted.paths import (
+    CONFIG_SCHEMA,
+    EVIDENCE,
+    FAILED,
+    MANIFEST,
+    analysis_dir,
+    session_dir,
+    stimulus_wav,
+    timeline,
+)
+from reallymuted.study import matrix
+from reallymuted.testbed.contract import apps_with_evidence
+from reallymuted.testbed.drivers import check_apps, driver_module
 
 export_package_path(REPO / "src")
 
-validate_config(config, REPO / "workflow/schemas/config.schema.yaml")
+validate_config(config, CONFIG_SCHEMA)
 
 REFERENCE = reference.locate(config["reference"], REPO)
 REFERENCE_CHECKSUMS = REPO / "workflow/resources/reference.sha256"
@@ -41,11 +57,52 @@ def stage_on(name):
     return config["stages"].get(name, False)
 
 
-def package_code(*modules):
-    """Source files of the package modules a job runs (editing one reruns the job)."""
-    return [
-        str(REPO / "src/reallymuted" / f"{m.replace('.', '/')}.py") for m in modules
-    ]
+def code_of(script, *modules):
+    """The package files a rule's script runs (from the import graph; editing one reruns the
+    job), plus those of ``modules`` it imports by name at run time."""
+    return codegraph.code_files(REPO / "scripts" / f"{script}.py", modules)
+
+
+def session_code(driver):
+    """The code of one driver's sessions: the supervisor, the runner it starts and the
+    driver's own module (the other drivers' are not theirs)."""
+    namespace = "reallymuted.testbed.namespace"
+    return code_of("session_run", namespace, driver_module(driver))
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (and nothing, given none)."""
+    return "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) or "(?!)"
+
+
+# --- the study: names every rule file may use ---------------------------------------------
+
+SESSIONS = config["sessions"]
+# Fails here, before any job, if an app asks its driver for a mode it does not know.
+check_apps(SESSIONS)
+SESSION_MATRIX = matrix(SESSIONS)
+# One session's folders, as rule patterns (reallymuted.paths spells the layout).
+SESSION_DIR = session_dir("{app}", "{mode}", "{stimulus}", "{rep}")
+SESSION_TABLES = analysis_dir("{app}", "{mode}", "{stimulus}", "{rep}")
+MODES = [m for entry in SESSIONS["apps"].values() for m in entry["modes"]]
+# The testbed profiles' sessions, with the telemetry collector's log.
+PROFILE_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
+ATTACK_STIMULI = {
+    name: spec
+    for name, spec in SESSIONS["stimuli"].items()
+    if (spec or {}).get("kind") == "activity"
+}
+ATTACK_SESSIONS = attack_sessions(config)  # those whose telemetry the attack decodes
+LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False)  # every attack app's
+# What a classifier window job depends on: changing any other key never retrains a model.
+CLASSIFIER_WINDOW_KEYS = [
+    "models",
+    "seed",
+    "grids",
+    "validation_fraction",
+    "random_validation_fraction",
+    "balance_classes",
+]
 
 
 def reference_file(name):
@@ -125,15 +182,10 @@ def telemetry_outputs():
 def session_outputs():
     """The raw evidence of every testbed session: its manifest, written last when complete.
     Empty when `stages.sessions` is off."""
-    from reallymuted.testbed.supervisor import matrix, session_dir
-
     if not stage_on("sessions"):
         return []
-    manifests = [
-        f"{session_dir(app, mode, stimulus, rep)}/manifest.json"
-        for app, mode, stimulus, rep in matrix(config["sessions"])
-    ]
-    if config["sessions"]["replay"]:
+    manifests = [f"{session_dir(*key)}/{MANIFEST}" for key in SESSION_MATRIX]
+    if SESSIONS["replay"]:
         require_replayed_evidence(manifests)
     return manifests
 
@@ -142,8 +194,6 @@ def require_replayed_evidence(manifests):
     """Under `sessions.replay` the raw evidence is an input that no job makes: stop
     before any job, naming every session whose files are missing, not just the first."""
     from snakemake.exceptions import WorkflowError
-
-    from reallymuted.testbed.supervisor import EVIDENCE, FAILED
 
     problems = []
     for manifest in manifests:
@@ -160,27 +210,21 @@ def require_replayed_evidence(manifests):
         )
 
 
-def session_files(name):
-    """One analysis file (e.g. ``policy.json``) of every testbed session in the matrix."""
-    from reallymuted.testbed.supervisor import matrix
-
+def session_files(name, apps=None):
+    """One analysis file (e.g. ``policy.json``) of every testbed session in the matrix (of
+    ``apps`` only, when given)."""
     return [
-        f"results/sessions/{app}/{mode}-{stimulus}/rep{rep}/{name}"
-        for app, mode, stimulus, rep in matrix(config["sessions"])
+        f"{analysis_dir(*key)}/{name}"
+        for key in SESSION_MATRIX
+        if apps is None or key.app in apps
     ]
 
 
 def session_analysis_outputs():
     """The testbed's tables and one timeline figure per session."""
-    from reallymuted.testbed.supervisor import matrix
-
     if not stage_on("sessions"):
         return []
-    timelines = [
-        f"results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.{ext}"
-        for app, mode, stimulus, rep in matrix(config["sessions"])
-        for ext in ("png", "pdf")
-    ]
+    timelines = [timeline(*key, ext) for key in SESSION_MATRIX for ext in ("png", "pdf")]
     return [
         "results/tables/session_states.csv",
         "results/tables/mic_policy.csv",
@@ -188,21 +232,9 @@ def session_analysis_outputs():
     ]
 
 
-def profile_session_files(name):
-    """One analysis file of every testbed-profile session (those with a collector log)."""
-    from reallymuted.testbed.supervisor import apps_with_evidence, matrix
-
-    profiles = apps_with_evidence(config["sessions"], "collector.jsonl")
-    return [
-        f"results/sessions/{app}/{mode}-{stimulus}/rep{rep}/{name}"
-        for app, mode, stimulus, rep in matrix(config["sessions"])
-        if app in profiles
-    ]
-
-
 def telemetry_session_outputs():
     """The testbed profiles' telemetry tables and values; empty without profile sessions."""
-    if not stage_on("sessions") or not profile_session_files("telemetry.csv"):
+    if not stage_on("sessions") or not session_files("telemetry.csv", PROFILE_APPS):
         return []
     return [
         "results/tables/telemetry_sessions.csv",
@@ -228,17 +260,15 @@ def attack_outputs():
     classifier's tables and figures and its values (when the attack's telemetry apps are in
     the matrix), and the leakage test on the muted traffic of every attack app. Empty when
     `stages.attack` is off or `sessions.select` leaves the attack's apps out."""
-    from reallymuted.analysis.attack import attack_sessions
-
     targets = []
-    if attack_sessions(config):
+    if ATTACK_SESSIONS:
         figures = ["fig7_gain_vs_power", "fig8_gain_space_captured"]
         figures += ["attack_confusion", "attack_learning_curve"]
         tables = ["telemetry", "classifier_metrics", "confusion", "learning_curve"]
         targets += expand("results/tables/attack_{table}.csv", table=tables)
         targets += ["results/values/attack.json"]
         targets += expand("results/figures/{f}.{ext}", f=figures, ext=["png", "pdf"])
-    if attack_sessions(config, telemetry_only=False):
+    if LEAKAGE_SESSIONS:
         targets += ["results/tables/leakage.csv"]
         targets += expand("results/figures/leakage.{ext}", ext=["png", "pdf"])
     return targets

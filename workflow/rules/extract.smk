@@ -1,8 +1,6 @@
 # Raw session evidence -> tidy tables: packets.parquet (one tshark -T fields pass) and
 # mic_reads.parquet (both microphone witnesses), per session.
 
-SESSION_TABLES = "results/sessions/{app}/{mode}-{stimulus}/rep{rep}"
-
 
 rule extract_session:
     input:
@@ -10,7 +8,7 @@ rule extract_session:
         events=f"{SESSION_DIR}/events.jsonl",
         traffic=f"{SESSION_DIR}/traffic.pcapng",
         mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
-        code=package_code("extract"),
+        code=code_of("extract_session"),
     output:
         packets=f"{SESSION_TABLES}/packets.parquet",
         reads=f"{SESSION_TABLES}/mic_reads.parquet",

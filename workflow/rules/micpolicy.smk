@@ -8,7 +8,7 @@ rule session_analysis:
         events=f"{SESSION_DIR}/events.jsonl",
         packets=f"{SESSION_TABLES}/packets.parquet",
         reads=f"{SESSION_TABLES}/mic_reads.parquet",
-        code=package_code("micpolicy", "traffic"),
+        code=code_of("session_analysis"),
     output:
         states=f"{SESSION_TABLES}/states.csv",
         policy=f"{SESSION_TABLES}/policy.json",
@@ -27,15 +27,15 @@ rule session_timeline:
         events=f"{SESSION_DIR}/events.jsonl",
         packets=f"{SESSION_TABLES}/packets.parquet",
         reads=f"{SESSION_TABLES}/mic_reads.parquet",
-        code=package_code("figures.__init__", "figures.sessions"),
+        code=code_of("session_timeline"),
     output:
         png=report(
-            "results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.png",
+            timeline("{app}", "{mode}", "{stimulus}", "{rep}", "png"),
             caption="../report/session_timeline.rst",
             category="Testbed sessions",
             subcategory="{app}",
         ),
-        pdf="results/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.pdf",
+        pdf=timeline("{app}", "{mode}", "{stimulus}", "{rep}", "pdf"),
     log:
         "logs/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.log",
     conda:
@@ -49,7 +49,7 @@ rule session_tables:
         states=lambda wildcards: session_files("states.csv"),
         policies=lambda wildcards: session_files("policy.json"),
         flows=lambda wildcards: session_files("flows.csv"),
-        code=package_code("micpolicy"),
+        code=code_of("session_tables"),
     output:
         states=report(
             "results/tables/session_states.csv",

@@ -28,7 +28,7 @@ rule reference_verify:
     input:
         data=reference_files(),
         checksums=REFERENCE_CHECKSUMS,
-        code=package_code("reference"),
+        code=code_of("reference_verify"),
     output:
         "results/reference/verified.csv",
     log:

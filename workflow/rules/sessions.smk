@@ -1,21 +1,16 @@
 # Testbed sessions: one real client through the mute schedule, recorded three ways (packets,
-# OS-level and app-level microphone reads). Raw evidence in results/raw/{app}/{mode}-{stimulus}/
-# rep{rep}/; the contract is in reallymuted.testbed.supervisor's docstring.
+# OS-level and app-level microphone reads). Raw evidence in SESSION_DIR (common.smk); the
+# contract is docs/evidence.md.
 #
 # At most one session runs at a time: each job takes one `testbed_session`, whose global
 # limit is 1 unless given on the command line (--resources testbed_session=N). A session's
 # real-time microphone writer, capture and browser share the machine's cores; two sessions at
 # once would measure each other's load. A failed session exits non-zero and leaves
 # manifest.failed.json (an undeclared file: Snakemake deletes a failed job's outputs).
-from reallymuted.testbed.supervisor import instrument_code, matrix, name_pattern, rule_params
+from reallymuted.testbed.spec import rule_params
 
 if "testbed_session" not in workflow.global_resources:
     workflow.register_resource("testbed_session", 1)
-
-SESSIONS = config["sessions"]
-# Fails here, before any job, if an app asks its driver for a mode it does not know.
-SESSION_MATRIX = matrix(SESSIONS)
-SESSION_DIR = "results/raw/{app}/{mode}-{stimulus}/rep{rep}"
 
 
 # With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) neither rule exists. A
@@ -25,9 +20,9 @@ if not SESSIONS["replay"]:
 
     rule session_stimulus:
         input:
-            code=package_code("stimuli"),
+            code=code_of("session_stimulus"),
         output:
-            "results/stimuli/{stimulus}.wav",
+            stimulus_wav("{stimulus}"),
         log:
             "logs/stimuli/{stimulus}.log",
         wildcard_constraints:
@@ -43,10 +38,8 @@ if not SESSIONS["replay"]:
     # extraction (common.smk stops the run if a session of the matrix is missing there).
     rule session:
         input:
-            stimulus="results/stimuli/{stimulus}.wav",
-            code=lambda wildcards: instrument_code(
-                SESSIONS["apps"][wildcards.app]["driver"]
-            ),
+            stimulus=stimulus_wav("{stimulus}"),
+            code=lambda wildcards: session_code(SESSIONS["apps"][wildcards.app]["driver"]),
         output:
             manifest=f"{SESSION_DIR}/manifest.json",
             events=f"{SESSION_DIR}/events.jsonl",
@@ -57,7 +50,7 @@ if not SESSIONS["replay"]:
             "logs/sessions/{app}/{mode}-{stimulus}/rep{rep}.log",
         wildcard_constraints:
             app=name_pattern(SESSIONS["apps"]),
-            mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
+            mode=name_pattern(MODES),
             stimulus=name_pattern(SESSIONS["stimuli"]),
             rep=r"\d+",
         retries: SESSIONS["retries"]

@@ -5,7 +5,7 @@ rule telemetry_reference:
     input:
         verified="results/reference/verified.csv",
         dump=reference_file("UserStudy/webex-dump.json"),
-        code=package_code("telemetry"),
+        code=code_of("telemetry_reference"),
     output:
         table="results/tables/telemetry_reference.csv",
         problems="results/tables/telemetry_reference_problems.csv",

@@ -2,10 +2,6 @@
 # evidence file, the telemetry collector's log (collector.jsonl); then, per session, the
 # telemetry records are decoded from the capture (pyshark) and matched one to one with the
 # collector's log, and the study gets its telemetry tables and named values.
-from reallymuted.testbed.supervisor import apps_with_evidence
-
-PROFILE_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
-
 
 # The `session` rule with the extra evidence file declared: a profile session's job owns
 # collector.jsonl, other apps' sessions never have one. (Under `sessions.replay` nothing is
@@ -23,7 +19,7 @@ if PROFILE_APPS and not SESSIONS["replay"]:
             collector=f"{SESSION_DIR}/collector.jsonl",
         wildcard_constraints:
             app=name_pattern(PROFILE_APPS),
-            mode=name_pattern(m for a in SESSIONS["apps"].values() for m in a["modes"]),
+            mode=name_pattern(MODES),
             stimulus=name_pattern(SESSIONS["stimuli"]),
             rep=r"\d+",
 
@@ -40,7 +36,7 @@ if PROFILE_APPS:
             mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
             collector=f"{SESSION_DIR}/collector.jsonl",
             packets=f"{SESSION_TABLES}/packets.parquet",
-            code=package_code("telemetry", "telemetry_sessions", "collector"),
+            code=code_of("telemetry_session"),
         output:
             table=f"{SESSION_TABLES}/telemetry.csv",
             check=f"{SESSION_TABLES}/telemetry_check.json",
@@ -55,9 +51,9 @@ if PROFILE_APPS:
 
     rule telemetry_sessions_tables:
         input:
-            tables=lambda wildcards: profile_session_files("telemetry.csv"),
-            checks=lambda wildcards: profile_session_files("telemetry_check.json"),
-            code=package_code("telemetry_sessions"),
+            tables=lambda wildcards: session_files("telemetry.csv", PROFILE_APPS),
+            checks=lambda wildcards: session_files("telemetry_check.json", PROFILE_APPS),
+            code=code_of("telemetry_sessions_tables"),
         output:
             table=report(
                 "results/tables/telemetry_sessions.csv",

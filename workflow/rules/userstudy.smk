@@ -8,7 +8,7 @@ rule userstudy_tables:
         kappa_q1=reference_file("UserStudy/Q61Cohen.csv"),
         kappa_q2=reference_file("UserStudy/Q104Cohen.csv"),
         kappa_q3=reference_file("UserStudy/Q62Cohen.csv"),
-        code=package_code("userstudy"),
+        code=code_of("userstudy_tables"),
     output:
         codes="results/tables/userstudy_codes.csv",
         statements="results/tables/userstudy_statements.csv",
@@ -30,7 +30,7 @@ rule userstudy_figure:
         statements="results/tables/userstudy_statements.csv",
         combinations="results/tables/userstudy_combinations.csv",
         iuipc="results/tables/userstudy_iuipc.csv",
-        code=package_code("figures.__init__", "figures.userstudy"),
+        code=code_of("userstudy_figure"),
     output:
         png=report(
             "results/figures/{figure}.png",

@@ -67,6 +67,7 @@ log = logging.getLogger("reallymuted.testbed.host")
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 CORE_AGENT = AGENTS / "native_core.js"
+RESOURCES = ("agents/native_core.js",)
 SOURCE = "native"
 
 

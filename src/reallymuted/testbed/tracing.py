@@ -55,6 +55,7 @@ from reallymuted.testbed.netns import children_map, descendants, proc_stat
 log = logging.getLogger(__name__)
 
 AGENT = Path(__file__).parent / "agents" / "mic_reads.js"
+RESOURCES = ("agents/mic_reads.js",)
 
 # api values the agent writes (the OS witness adds "os:pipe-source", see reallymuted.testbed.audio)
 APIS = (

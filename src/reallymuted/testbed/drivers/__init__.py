@@ -181,6 +181,13 @@ def wait_for_exec(pid: int, name: str, timeout: float) -> None:
         time.sleep(0.01)
 
 
+def driver_module(name: str) -> str:
+    """The module that holds a driver (imported only when a session runs it)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown driver {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name].split(":")[0]
+
+
 def check_apps(sessions: Mapping[str, Any]) -> None:
     """Every configured app's modes and options against its driver, so a mode the driver does
     not know stops the workflow before any job runs (cheap: no I/O)."""

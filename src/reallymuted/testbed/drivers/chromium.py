@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from reallymuted.testbed.drivers import Driver, DriverError, wait_for_exec
 
 WEB = Path(__file__).resolve().parents[1] / "web"
+RESOURCES = ("../web/meeting.html", "../web/meeting.js")  # what it serves: its code too
 BINARY = "/usr/bin/chromium"
 MUTES = ("soft", "replace", "stop")
 

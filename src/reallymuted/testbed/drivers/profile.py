@@ -57,6 +57,7 @@ from reallymuted.study import DEFAULT_INTERVAL_S, TELEMETRY_PROFILES
 from reallymuted.testbed.drivers import DriverError
 from reallymuted.testbed.drivers.chromium import ChromiumDriver
 
+RESOURCES = ("../web/profile.html", "../web/profile.js", "../web/gain-worklet.js")
 PROFILES = ("webex-2021", "zoom-native", "native-flags-only", "webrtc-soft-mute")
 COLLECTOR_PATH = "/wmequality"
 COLLECTOR_LOG = "collector.jsonl"

@@ -1,0 +1,113 @@
+"""The package code a job runs, computed from the import graph: a rule's code inputs.
+
+A rule lists the package files its script imports (directly or through other package modules,
+at module level or inside functions) as inputs, so that editing one of them reruns exactly the
+jobs whose code imports it, and a study never mixes results of old and new code. The graph is
+read from the source (``ast``), not by importing: the workflow process needs none of the
+jobs' dependencies to build it.
+
+A module run as a program (``python -m reallymuted.testbed.namespace``) counts as imported by
+the module that names it. Files a module reads at run time that are not Python (a driver's web page, a Frida agent, the
+apps registry) are declared by the module itself, as a module-level ``RESOURCES`` tuple of
+paths relative to the module's folder, string literals only; they count as its code.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from reallymuted.paths import PACKAGE
+
+ROOT = PACKAGE.name  # "reallymuted"
+MODULE_NAME = re.compile(rf"{ROOT}(\.[a-z_][a-z0-9_]*)+")
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name ``path`` imports, anywhere in it (``from a import b`` gives both ``a``
+    and ``a.b``: ``b`` may be a module), and every package module it runs by name: a string
+    that is exactly a module's dotted name (``python -m reallymuted.testbed.tracing``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if MODULE_NAME.fullmatch(node.value):
+                names.add(node.value)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a package module (``reallymuted.analysis.extract``), or None when
+    ``name`` is not one (a class or function imported from a module, another package)."""
+    parts = name.split(".")
+    if parts[0] != ROOT:
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parents(name: str) -> list[str]:
+    """Importing ``a.b.c`` runs ``a/__init__``, ``a/b/__init__`` first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def resources(path: Path) -> list[Path]:
+    """The non-Python files a module declares in its ``RESOURCES`` tuple."""
+    found = []
+    for node in ast.parse(path.read_text(), str(path)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == "RESOURCES" for t in targets):
+            for element in getattr(node.value, "elts", []):
+                if not (isinstance(element, ast.Constant) and isinstance(element.value, str)):
+                    raise ValueError(f"{path}: RESOURCES must hold string literals only")
+                resource = (path.parent / element.value).resolve()
+                if not resource.is_file():
+                    raise ValueError(f"{path}: RESOURCES names {element.value}, which is missing")
+                found.append(resource)
+    return found
+
+
+@functools.cache
+def _closure(start: Path) -> frozenset[Path]:
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_names(path):
+            for module in (*_parents(name), name):
+                found = module_file(module)
+                if found is not None and found not in seen:
+                    todo.append(found)
+    return frozenset(seen)
+
+
+def code_files(script: str | Path, modules: Iterable[str] = ()) -> list[str]:
+    """The package files (and their declared resources) that ``script`` runs, plus those of
+    ``modules`` (imported by name at run time, e.g. the session's driver); sorted paths.
+    The script itself is not listed: Snakemake reruns a job whose script changed."""
+    starts = [Path(script).resolve()]
+    for name in modules:
+        found = module_file(name)
+        if found is None:
+            raise ValueError(f"{name} is not a module of the package")
+        starts.append(found)
+    files: set[Path] = set()
+    for start in starts:
+        files |= _closure(start)
+    files.discard(Path(script).resolve())
+    declared = {r for f in files for r in resources(f)}
+    return sorted(str(p) for p in files | declared)
