@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = (REPO / "../shared/reference/vcamutebutton-popets22").resolve()
+
+RULE = re.compile(r"^(?P<indent>[ ]*)rule (?P<name>\w+):\n", re.M)
+USE_RULE = re.compile(r"^[ ]*use rule (?P<base>\w+) as (?P<name>\w+)", re.M)
+
+
+def workflow_rules(repo: Path = REPO) -> dict[str, dict[str, str | None]]:
+    """name -> {conda, script} of every rule in the workflow's files (its body's directives)."""
+    constants = dict(
+        re.findall(
+            r'^(\w+_ENV) = "([^"]+)"', (repo / "workflow/rules/common.smk").read_text(), re.M
+        )
+    )
+    found: dict[str, dict[str, str | None]] = {}
+    for path in [repo / "Snakefile", *sorted((repo / "workflow/rules").glob("*.smk"))]:
+        text = path.read_text()
+        matches = list(RULE.finditer(text))
+        for i, match in enumerate(matches):
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            body = text[match.end() : end]
+            conda = re.search(r"^\s+conda:\s*\n\s+(\S+)", body, re.M)
+            script = re.search(r'^\s+script:\s*\n\s+"([^"]+)"', body, re.M)
+            norun = not re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M)
+            env = conda.group(1).strip('"') if conda else None
+            found[match["name"]] = {
+                "conda": constants.get(env, env),
+                "script": script.group(1) if script else None,
+                "norun": "yes" if norun else None,
+                "file": str(path.relative_to(repo)),
+            }
+        for use in USE_RULE.finditer(text):  # `use rule a as b` inherits a's directives
+            found[use["name"]] = {**found[use["base"]], "file": str(path.relative_to(repo))}
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,7 @@ def test_headline_on_a_recorded_profile_session(repo_root: Path, registry: dict,
 def native_session(repo_root: Path, tmp_path: Path) -> Path:
     """A native-windows Zoom session as the host runner records it, for the lookup only.
 
-    The manifest is written by ``hostsession.host_manifest`` from the session spec of
+    The manifest is written by ``host.host_manifest`` from the session spec of
     config/native-windows.yaml's ``zoom-windows`` (its config name; the registry id ``zoom`` is
     in its options). No native host has been run, so the evidence is the recorded Chromium
     soft-mute session's, with the OS witness's rows dropped as on a host, which has none: this
@@ -141,7 +141,7 @@ def native_session(repo_root: Path, tmp_path: Path) -> Path:
     import json
     import shutil
 
-    from reallymuted.testbed import host as hostsession
+    from reallymuted.testbed import host
     from reallymuted.testbed.spec import SessionSpec
 
     recorded = repo_root / "tests/data/sessions/chromium/soft-tone/rep1"
@@ -166,7 +166,7 @@ def native_session(repo_root: Path, tmp_path: Path) -> Path:
         "t0_monotonic": old["start"]["monotonic"],
         "end_t": old["end"]["t"],
     }
-    manifest = hostsession.host_manifest(spec, result, None, {})
+    manifest = host.host_manifest(spec, result, None, {})
     (session / "manifest.json").write_text(json.dumps(manifest))
     return session
 

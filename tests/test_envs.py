@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import workflow_rules
 
 from reallymuted import codegraph, debian
 from reallymuted.debian import APT_LISTS, read_package_list
@@ -209,41 +210,9 @@ def test_playwrights_node_driver_runs() -> None:
 
 # --- rules and their conda environments ------------------------------------------------------
 
-RULE = re.compile(r"^(?P<indent>[ ]*)rule (?P<name>\w+):\n", re.M)
-USE_RULE = re.compile(r"^[ ]*use rule (?P<base>\w+) as (?P<name>\w+)", re.M)
-
-
-def rules() -> dict[str, dict[str, str | None]]:
-    """name -> {conda, script} of every rule in the workflow's files (its body's directives)."""
-    constants = dict(
-        re.findall(
-            r'^(\w+_ENV) = "([^"]+)"', (REPO / "workflow/rules/common.smk").read_text(), re.M
-        )
-    )
-    found: dict[str, dict[str, str | None]] = {}
-    for path in [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]:
-        text = path.read_text()
-        matches = list(RULE.finditer(text))
-        for i, match in enumerate(matches):
-            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-            body = text[match.end() : end]
-            conda = re.search(r"^\s+conda:\s*\n\s+(\S+)", body, re.M)
-            script = re.search(r'^\s+script:\s*\n\s+"([^"]+)"', body, re.M)
-            norun = not re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M)
-            env = conda.group(1).strip('"') if conda else None
-            found[match["name"]] = {
-                "conda": constants.get(env, env),
-                "script": script.group(1) if script else None,
-                "norun": "yes" if norun else None,
-                "file": str(path.relative_to(REPO)),
-            }
-        for use in USE_RULE.finditer(text):  # `use rule a as b` inherits a's directives
-            found[use["name"]] = {**found[use["base"]], "file": str(path.relative_to(REPO))}
-    return found
-
 
 def test_every_rule_that_runs_code_has_a_conda_env() -> None:
-    found = rules()
+    found = workflow_rules()
     assert {"session", "claims", "classifier_window"} <= set(found), sorted(found)
     missing = sorted(n for n, r in found.items() if not r["norun"] and not r["conda"])
     assert not missing, f"rules without `conda:` (so --sdm conda cannot run them): {missing}"
@@ -275,7 +244,7 @@ def test_each_rules_env_pins_what_its_code_imports() -> None:
     lazily, inside functions: threadpoolctl, scipy are imported that way and used) must be
     pinned there. `snakemake` itself is put on the script's path by Snakemake."""
     problems = []
-    for name, rule in sorted(rules().items()):
+    for name, rule in sorted(workflow_rules().items()):
         if not rule["script"] or not rule["conda"]:
             continue
         script = (REPO / "workflow/rules" / rule["script"]).resolve()

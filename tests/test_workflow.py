@@ -1,18 +1,22 @@
 """The workflow end to end, in a temporary directory: outputs, no spurious reruns, minimal reruns.
 
 Runs the reference part of the study (user study, telemetry, classifier on two windows, claims)
-with the repository's Snakefile, then the report.
+with a copy of the repository's code (so that a test may edit a module), then the report.
 """
 
 from __future__ import annotations
 
+import modulefinder
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import workflow_rules
 
 pytestmark = pytest.mark.workflow
 
@@ -47,14 +51,26 @@ def planned_rules(repo: Path, workdir: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def study(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def code(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workflow's code, copied: what the study below runs."""
+    copy = tmp_path_factory.mktemp("code")
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(repo_root / name, copy / name)
+    for name in ("workflow", "scripts", "src", "envs"):
+        shutil.copytree(repo_root / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def study(code: Path, reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("study")
-    config = yaml.safe_load((repo_root / "config.yaml").read_text())
+    config = yaml.safe_load((code / "config.yaml").read_text())
     config["stages"] = {name: name == "reference" for name in config["stages"]}
     config["classifier"]["windows"] = [3, 7]
     config["classifier"]["models"] = ["majority", "random_forest"]
+    config["reference"]["dir"] = str(reference_dir)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(repo_root, workdir)
+    snakemake(code, workdir)
     return workdir
 
 
@@ -72,25 +88,90 @@ def test_study_outputs_exist(study: Path) -> None:
     assert "| U3 |" in claims and "| C3 |" in claims
 
 
-def test_rerun_does_nothing(repo_root: Path, study: Path) -> None:
-    assert planned_rules(repo_root, study) == set()
+def test_rerun_does_nothing(code: Path, study: Path) -> None:
+    assert planned_rules(code, study) == set()
 
 
-def test_deleting_one_output_reruns_only_its_dependents(repo_root: Path, study: Path) -> None:
+def test_deleting_one_output_reruns_only_its_dependents(code: Path, study: Path) -> None:
     (study / "results/figures/fig1_q1_why_mute.png").unlink()
-    assert planned_rules(repo_root, study) == {"userstudy_figure"}
-    snakemake(repo_root, study)
+    assert planned_rules(code, study) == {"userstudy_figure"}
+    snakemake(code, study)
     # a table: its job reruns, and with it everything downstream of that job's outputs
     (study / "results/tables/userstudy_kappa.csv").unlink()
-    assert planned_rules(repo_root, study) == {
+    assert planned_rules(code, study) == {
         "userstudy_tables",
         "userstudy_figure",
         "claims",
     }
-    snakemake(repo_root, study)
-    assert planned_rules(repo_root, study) == set()
+    snakemake(code, study)
+    assert planned_rules(code, study) == set()
 
 
-def test_report_builds(repo_root: Path, study: Path) -> None:
-    snakemake(repo_root, study, "--report", str(study / "results/report.html"))
+def test_report_builds(code: Path, study: Path) -> None:
+    snakemake(code, study, "--report", str(study / "results/report.html"))
     assert (study / "results/report.html").stat().st_size > 10_000
+
+
+def planned_reasons(code: Path, workdir: Path) -> dict[str, list[str]]:
+    """Rule -> the reasons a dry run gives for each of its planned jobs."""
+    run = snakemake(code, workdir, "-n")
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", run.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        reason = re.search(r"^\s+reason: (.*)$", block, re.M)
+        if rule and reason:
+            jobs.setdefault(rule.group(1), []).append(reason.group(1))
+    return jobs
+
+
+def imports_module(code: Path, script: Path, module: str) -> bool:
+    """Whether running ``script`` imports ``module`` of the copied package, by Python's own
+    module finder (every import statement, in functions too): an oracle independent of
+    reallymuted.codegraph, which computes the rules' code inputs."""
+    finder = modulefinder.ModuleFinder(path=[str(code / "src")])
+    finder.run_script(str(script))
+    return module in finder.modules
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["reallymuted.analysis.classifier", "reallymuted.io", "reallymuted.analysis.userstudy"],
+)
+def test_editing_a_module_reruns_exactly_the_jobs_whose_code_imports_it(
+    code: Path, study: Path, module: str
+) -> None:
+    """A job whose code imports the edited module reruns for that reason; every other job
+    planned reruns only because a job upstream of it does."""
+    path = code / "src" / (module.replace(".", "/") + ".py")
+    before = path.stat()
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# edited by the test\n")
+        reasons = planned_reasons(code, study)
+    finally:
+        path.write_text(original)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rules = workflow_rules(code)
+    in_study = rules_in_study(code, study)
+    expected = {
+        name
+        for name in in_study
+        if rules[name]["script"]
+        and imports_module(
+            code, (code / "workflow/rules" / rules[name]["script"]).resolve(), module
+        )
+    }
+    edited = {rule for rule, why in reasons.items() if any(str(path) in r for r in why)}
+    assert edited == expected, (sorted(edited), sorted(expected))
+    others = {rule: why for rule, why in reasons.items() if rule not in edited}
+    assert all(
+        r.startswith("Input files updated by another job") for why in others.values() for r in why
+    ), others
+    assert expected, "the reference study runs jobs that import the module"
+    assert planned_rules(code, study) == set()  # restored: nothing left to do
+
+
+def rules_in_study(code: Path, workdir: Path) -> set[str]:
+    """Every rule with a job in this study (from a forced dry run)."""
+    run = snakemake(code, workdir, "-n", "--forceall")
+    return {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", run.stdout, re.M)}

@@ -57,7 +57,7 @@ from typing import Any
 
 import yaml
 
-from reallymuted import debian
+from reallymuted import debian, paths
 from reallymuted.io import sha256_file
 
 TOP = "reallymuted-artifact"
@@ -77,7 +77,7 @@ CODE_PATHS = (
     "pyproject.toml",
     "Makefile",
 )
-STIMULI = "results/stimuli/"
+STIMULI = f"{paths.STIMULI}/"
 # Packed, but not rebuilt by a replay: the report records run times; the stimuli are evidence
 # (what the sessions played: placed as archived, see prepare_rebuild); benchmarks measure the
 # machine.
@@ -302,7 +302,7 @@ def pack(
         for log in row.logs:
             if (workdir / log).is_file():
                 files[log] = (workdir / log, "log")
-    for name in sorted((workdir / "results/stimuli").glob("*.wav")):
+    for name in sorted((workdir / paths.STIMULI).glob("*.wav")):
         files[str(name.relative_to(workdir))] = (name, "stimulus")
     if (workdir / "results/report.html").is_file():
         files["results/report.html"] = (workdir / "results/report.html", "report")
@@ -630,7 +630,7 @@ def _extra(rebuild: Path, manifest: dict[str, Any]) -> list[str]:
         name
         for path in (rebuild / "results").rglob("*")
         if path.is_file()
-        and not (name := str(path.relative_to(rebuild))).startswith("results/raw/")
+        and not (name := str(path.relative_to(rebuild))).startswith(f"{paths.RAW}/")
         and name not in manifest["files"]
     )
 
@@ -658,8 +658,8 @@ def prepare_rebuild(root: Path, manifest: dict[str, Any], rebuild: Path) -> list
     if rebuild.exists():
         shutil.rmtree(rebuild)
     (rebuild / "results").mkdir(parents=True)
-    if (root / "results/raw").is_dir():
-        shutil.copytree(root / "results/raw", rebuild / "results/raw")
+    if (root / paths.RAW).is_dir():
+        shutil.copytree(root / paths.RAW, rebuild / paths.RAW)
     placed = []
     for name, entry in sorted(manifest["files"].items()):
         if entry["role"] != "stimulus":

@@ -26,14 +26,15 @@ ROOT = PACKAGE.name  # "reallymuted"
 MODULE_NAME = re.compile(rf"{ROOT}(\.[a-z_][a-z0-9_]*)+")
 
 
-def imported_names(path: Path) -> set[str]:
+def imported_names(path: Path, programs: bool = True) -> set[str]:
     """Every module name ``path`` imports, anywhere in it (``from a import b`` gives both ``a``
-    and ``a.b``: ``b`` may be a module), and every package module it runs by name: a string
-    that is exactly a module's dotted name (``python -m reallymuted.testbed.tracing``)."""
+    and ``a.b``: ``b`` may be a module), and with ``programs`` every package module it runs by
+    name: a string that is exactly a module's dotted name (``python -m
+    reallymuted.testbed.tracing``)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if MODULE_NAME.fullmatch(node.value):
+            if programs and MODULE_NAME.fullmatch(node.value):
                 names.add(node.value)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

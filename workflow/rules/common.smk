@@ -17,6 +17,7 @@ from reallymuted.paths import (
     EVIDENCE,
     FAILED,
     MANIFEST,
+    RAW,
     analysis_dir,
     session_dir,
     stimulus_wav,
@@ -205,7 +206,7 @@ def require_replayed_evidence(manifests):
             problems.append(f"{folder}{failed}: missing {', '.join(missing)}")
     if problems:
         raise WorkflowError(
-            "sessions.replay is on, so sessions are not captured but read from results/raw/; "
+            f"sessions.replay is on, so sessions are not captured but read from {RAW}/; "
             "missing raw evidence:\n  " + "\n  ".join(problems)
         )
 

@@ -24,7 +24,7 @@ FINDINGS = {
     "M4": "not determined (could not be traced)",
 }
 PLATFORM_NAMES = {"windows": "Windows", "macos": "macOS"}
-# The finding each testbed profile models (drivers/profile.py). A Chromium page cannot model
+# The finding each testbed profile models (testbed/drivers/profile.py). A Chromium page cannot model
 # M2: while a track is live, Chromium's audio service reads every sample, so a profile of a
 # flags-only app still reads the microphone continuously; its read share is not the app's.
 PROFILE_FINDING = {

@@ -15,7 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from reallymuted.analysis.telemetry import encode_wmequality, gzip_b64, wmequality_payload, wrap_entries
+from reallymuted.analysis.telemetry import (
+    encode_wmequality,
+    gzip_b64,
+    wmequality_payload,
+    wrap_entries,
+)
 
 HERE = Path(__file__).resolve().parent
 

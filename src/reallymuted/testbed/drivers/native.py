@@ -20,7 +20,7 @@ audio API):
 
 They run under :mod:`reallymuted.testbed.host` (no network namespace or PulseAudio on these
 hosts), which refuses at once, with a failure manifest, on any other platform. None of this has
-been run against the real apps yet (see README, "The ten apps"): every manifest and row they
+been run against the real apps yet (docs/apps.md): every manifest and row they
 produce says ``source: native`` so nothing else can be mistaken for it.
 """
 

@@ -24,7 +24,7 @@ button when the shortcut changes nothing, and confirms the state from the button
 what WebRTC sends: an init script keeps the page's RTCPeerConnections and microphone tracks in
 view (``track.enabled``, the senders' tracks) without changing them. ``leave`` navigates away.
 
-None of this has been run against the real web apps yet (README, "The ten apps"); the offline
+None of this has been run against the real web apps yet (docs/apps.md); the offline
 test drives it against a local page that mimics an app's controls.
 """
 
