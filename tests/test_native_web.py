@@ -895,14 +895,13 @@ def host_agent(reads_after_s: float | None) -> str:
 
 @pytest.fixture
 def host_runner(monkeypatch, target):
-    from reallymuted.testbed import drivers
-    from reallymuted.testbed import host as host_runner
+    from reallymuted.testbed import drivers, host
 
     monkeypatch.setitem(drivers.REGISTRY, "test-linux-host", f"{__name__}:LinuxHostDriver")
-    monkeypatch.setattr(host_runner, "player_command", lambda wav, host, s: ["sleep", str(int(s))])
+    monkeypatch.setattr(host, "player_command", lambda wav, host, s: ["sleep", str(int(s))])
 
     def run(tone: Path, out: Path, reads_after_s: float | None, **options) -> dict:
-        monkeypatch.setattr(host_runner, "agent_source", lambda agent: host_agent(reads_after_s))
+        monkeypatch.setattr(host, "agent_source", lambda agent: host_agent(reads_after_s))
         spec = SessionSpec(
             app="fake-host",
             driver="test-linux-host",
