@@ -7,9 +7,10 @@ read from the source (``ast``), not by importing: the workflow process needs non
 jobs' dependencies to build it.
 
 A module run as a program (``python -m reallymuted.testbed.namespace``) counts as imported by
-the module that names it. Files a module reads at run time that are not Python (a driver's web page, a Frida agent, the
-apps registry) are declared by the module itself, as a module-level ``RESOURCES`` tuple of
-paths relative to the module's folder, string literals only; they count as its code.
+the module that names it. Files a module reads at run time that are not Python (a driver's
+web page, a Frida agent, the apps registry) are declared by the module itself, as a
+module-level ``RESOURCES`` tuple of paths relative to the module's folder, string literals
+only; they count as its code.
 """
 
 from __future__ import annotations

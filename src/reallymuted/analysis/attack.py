@@ -9,7 +9,8 @@ infers the activity from the gains (C2-C6). Here every step is evidence the test
    ``kind: activity`` stimulus per activity x recording x distance (e.g. ``kb2d25``), played by
    the attack's apps only (``attack.apps``, muted from join to leave: a per-app ``schedule``).
    They are sessions of the study matrix like any other (same rules, evidence, replay).
-2. **Decoded telemetry**: :mod:`reallymuted.analysis.telemetry.sessions` decodes every record from each
+2. **Decoded telemetry**: :mod:`reallymuted.analysis.telemetry.sessions` decodes every record
+   from each
    session's pcap (pyshark) and pairs it with the collector's log; this module adds to each
    decoded interval what was played (activity, recording, distance, ``stimulus_source``), where
    its evidence is (pcap and frame, collector log and line) and the **input level** of the
@@ -18,7 +19,8 @@ infers the activity from the gains (C2-C6). Here every step is evidence the test
    which samples of the stimulus WAV each one carried (the writer loops the WAV on a tick grid).
 3. **Figure 7 analogue**: decoded mean and min gain against the input level in dB(A) per
    interval, with Pearson's r (the paper's T2: mean gain correlates more than min gain).
-4. **Classifier**: the reference classifier's own code (:func:`reallymuted.analysis.classifier.windows`,
+4. **Classifier**: the reference classifier's own code
+   (:func:`reallymuted.analysis.classifier.windows`,
    :func:`~reallymuted.analysis.classifier.evaluate_protocol`) on the captured per-interval triples,
    cross-validated over recordings (:func:`cross_validate`): each fold holds out one recording
    of every activity (at every distance), trains on the others with the reference's grouped
@@ -186,8 +188,9 @@ def input_levels(
     """Input level over [start, end) of the session clock: ticks accepted, seconds fed,
     unweighted and A-weighted level of the fed samples (see the module docstring), and the
     max/mean/min gain the profile's gain model gives those samples in 10 ms frames
-    (:func:`reallymuted.analysis.telemetry.sessions.frame_gain`): what the record should say; and how
-    many of those frames hold a gap (:func:`~reallymuted.analysis.telemetry.sessions.frame_gaps`)."""
+    (:func:`reallymuted.analysis.telemetry.sessions.frame_gain`): what the record should say;
+    and how many of those frames hold a gap
+    (:func:`~reallymuted.analysis.telemetry.sessions.frame_gaps`)."""
     ticks = os_ticks[(os_ticks.t >= start) & (os_ticks.t < end)]
     samples = fed_samples(ticks, stimulus, per_tick) if len(ticks) else np.empty(0)
     frame = rate // 100

@@ -1,7 +1,7 @@
 """What a client sends per mute state: rates, sizes, audio levels in clear, flows.
 
-Works on ``packets.parquet`` rows (see :mod:`reallymuted.analysis.extract`); only packets the measured
-client sent are counted when the direction is known.
+Works on ``packets.parquet`` rows (see :mod:`reallymuted.analysis.extract`); only packets the
+measured client sent are counted when the direction is known.
 """
 
 from __future__ import annotations

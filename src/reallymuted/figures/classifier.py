@@ -20,7 +20,8 @@ SPLIT_TITLES = {
     "dev": "development set",
     "eval1": "evaluation set 1",
     "eval2": "evaluation set 2",
-    "heldout": "held-out recordings (pooled over folds)",  # captured telemetry, reallymuted.analysis.attack
+    # captured telemetry (reallymuted.analysis.attack)
+    "heldout": "held-out recordings (pooled over folds)",
 }
 PROJECTIONS = [("mean", "max"), ("mean", "min"), ("max", "min")]
 

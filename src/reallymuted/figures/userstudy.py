@@ -1,4 +1,4 @@
-"""Figures 1–5: the user study (plotting only; the counts come from reallymuted.analysis.userstudy)."""
+"""Figures 1–5: the user study (plotting only; the counts: reallymuted.analysis.userstudy)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ That is the OS-level witness; every tick is one line of ``mic_trace.jsonl`` with
 ``"api": "os:pipe-source"``. (A client that keeps its stream running but never reads it still
 counts as reading here: the server keeps capturing for it. The app-level witness tells apart.)
 
-Run as a program (``python -m reallymuted.testbed.audio feed ...``) the writer is its own process, so
-it keeps time however busy the session runner is.
+Run as a program (``python -m reallymuted.testbed.audio feed ...``) the writer is its own
+process, so it keeps time however busy the session runner is.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sessions on a Windows or macOS host: the native drivers' runner (``source`` = ``native``).
 
-The Linux testbed (:mod:`reallymuted.testbed.namespace`) isolates a client in a network namespace and
-feeds it a PulseAudio pipe microphone; a vendor's desktop app on Windows or macOS has neither,
-so this runner records what such a host allows, into the same evidence files:
+The Linux testbed (:mod:`reallymuted.testbed.namespace`) isolates a client in a network
+namespace and feeds it a PulseAudio pipe microphone; a vendor's desktop app on Windows or macOS
+has neither, so this runner records what such a host allows, into the same evidence files:
 
 * ``traffic.pcapng``: dumpcap on the host interface named by the option ``interface``, with the
   option ``capture_filter`` (BPF). Not isolated: everything else the host sends on that

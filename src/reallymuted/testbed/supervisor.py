@@ -389,7 +389,11 @@ def _main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one session and publish its raw evidence")
-    run.add_argument("--out", type=Path, help=f"output directory (default: {session_dir('APP', 'MODE', 'STIMULUS', 'REP')})")
+    run.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory (default: {session_dir('APP', 'MODE', 'STIM', 'REP')})",
+    )
     run.add_argument("--log", type=Path, help="session log file (default: stderr)")
     run.add_argument("--config", type=Path, help="study config (config.yaml)")
     run.add_argument("--app", required=True)

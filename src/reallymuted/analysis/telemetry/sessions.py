@@ -7,7 +7,8 @@ log (``collector.jsonl``: what the server received). This module
 
 * takes every HTTP POST to the collector's port out of the capture with **pyshark** (tshark's
   HTTP dissector reassembles the body; the bytes come from ``http.file_data``'s raw value);
-* decodes each body with the project's decoder (:mod:`reallymuted.analysis.telemetry`) and does the same
+* decodes each body with the project's decoder (:mod:`reallymuted.analysis.telemetry`) and does
+  the same
   for every POST the collector logged;
 * pairs the two one to one (identical body bytes; same TCP client port preferred) and compares
   the decoded values: a record that is in one witness only, or decodes differently, stays in

@@ -9,8 +9,8 @@ account, so:
 
 * the driver declares ``network = "internet"``: the supervisor checks from the host that the
   app's server answers a verified TLS handshake and refuses the session at preflight if not,
-  then gives the namespace an uplink (:mod:`reallymuted.testbed.uplink`), and the capture runs on that
-  uplink interface (``capture_interface``);
+  then gives the namespace an uplink (:mod:`reallymuted.testbed.uplink`), and the capture runs
+  on that uplink interface (``capture_interface``);
 * the option ``profile_dir`` names a Chromium profile signed in to the app (copied into the
   session, so the session never writes to it).
 
