@@ -6,7 +6,6 @@
 # classifier's code cross-validated over recordings, beside the reference results.
 from reallymuted.analysis.attack import interval_seconds
 
-
 # An activity stimulus from a directory of real recordings depends on its file, which the
 # generic stimulus rule does not know about. Not in a replay, like the generic rule.
 if ATTACK_STIMULI and not SESSIONS["replay"]:
@@ -63,7 +62,9 @@ if ATTACK_SESSIONS:
         params:
             dirs=ATTACK_DIRS,
             stimuli=[key.stimulus for key in ATTACK_SESSIONS],
-            specs={key.stimulus: ATTACK_STIMULI[key.stimulus] for key in ATTACK_SESSIONS},
+            specs={
+                key.stimulus: ATTACK_STIMULI[key.stimulus] for key in ATTACK_SESSIONS
+            },
             classes=ATTACK_CLASSES,
             windows=ATTACK_WINDOWS,
         script:

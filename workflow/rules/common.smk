@@ -73,7 +73,10 @@ def session_code(driver):
 
 def name_pattern(names):
     """A wildcard constraint matching exactly these names (and nothing, given none)."""
-    return "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)) or "(?!)"
+    return (
+        "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+        or "(?!)"
+    )
 
 
 # --- the study: names every rule file may use ---------------------------------------------
@@ -225,7 +228,9 @@ def session_analysis_outputs():
     """The testbed's tables and one timeline figure per session."""
     if not stage_on("sessions"):
         return []
-    timelines = [timeline(*key, ext) for key in SESSION_MATRIX for ext in ("png", "pdf")]
+    timelines = [
+        timeline(*key, ext) for key in SESSION_MATRIX for ext in ("png", "pdf")
+    ]
     return [
         "results/tables/session_states.csv",
         "results/tables/mic_policy.csv",

@@ -39,7 +39,9 @@ if not SESSIONS["replay"]:
     rule session:
         input:
             stimulus=stimulus_wav("{stimulus}"),
-            code=lambda wildcards: session_code(SESSIONS["apps"][wildcards.app]["driver"]),
+            code=lambda wildcards: session_code(
+                SESSIONS["apps"][wildcards.app]["driver"]
+            ),
         output:
             manifest=f"{SESSION_DIR}/manifest.json",
             events=f"{SESSION_DIR}/events.jsonl",
