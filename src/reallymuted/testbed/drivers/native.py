@@ -37,14 +37,12 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from reallymuted import config
 from reallymuted.paths import APPS_REGISTRY
 from reallymuted.testbed.drivers import Driver, DriverError
 
-AGENTS = Path(__file__).resolve().parents[1] / "agents"
 # the platform agents and the registry (hotkeys, process names, selectors): its code too
 RESOURCES = ("../agents/wasapi.js", "../agents/coreaudio.js", "../../../../workflow/apps.yaml")
 
