@@ -112,16 +112,12 @@ def test_report_builds(code: Path, study: Path) -> None:
     assert (study / "results/report.html").stat().st_size > 10_000
 
 
-def planned_reasons(code: Path, workdir: Path) -> dict[str, list[str]]:
-    """Rule -> the reasons a dry run gives for each of its planned jobs."""
-    run = snakemake(code, workdir, "-n")
-    jobs: dict[str, list[str]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", run.stdout):
-        rule = re.match(r"(?:local)?rule (\w+):", block)
-        reason = re.search(r"^\s+reason: (.*)$", block, re.M)
-        if rule and reason:
-            jobs.setdefault(rule.group(1), []).append(reason.group(1))
-    return jobs
+def detailed_summary(code: Path, workdir: Path) -> list[dict[str, str]]:
+    """Snakemake's detailed summary: per output file its rule, input files and plan."""
+    run = snakemake(code, workdir, "--detailed-summary")
+    lines = [line.split("\t") for line in run.stdout.splitlines() if "\t" in line]
+    header = lines[0]
+    return [dict(zip(header, row, strict=False)) for row in lines[1:]]
 
 
 def imports_module(code: Path, script: Path, module: str) -> bool:
@@ -140,38 +136,37 @@ def imports_module(code: Path, script: Path, module: str) -> bool:
 def test_editing_a_module_reruns_exactly_the_jobs_whose_code_imports_it(
     code: Path, study: Path, module: str
 ) -> None:
-    """A job whose code imports the edited module reruns for that reason; every other job
-    planned reruns only because a job upstream of it does."""
+    """The jobs whose code inputs hold the edited module are exactly those whose script imports
+    it, by Python's own module finder; every job planned is one of them or downstream of one."""
     path = code / "src" / (module.replace(".", "/") + ".py")
     before = path.stat()
     original = path.read_text()
     try:
         path.write_text(original + "\n# edited by the test\n")
-        reasons = planned_reasons(code, study)
+        summary = detailed_summary(code, study)
     finally:
         path.write_text(original)
         os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     rules = workflow_rules(code)
-    in_study = rules_in_study(code, study)
     expected = {
         name
-        for name in in_study
+        for name in {row["rule"] for row in summary}
         if rules[name]["script"]
         and imports_module(
             code, (code / "workflow/rules" / rules[name]["script"]).resolve(), module
         )
     }
-    edited = {rule for rule, why in reasons.items() if any(str(path) in r for r in why)}
-    assert edited == expected, (sorted(edited), sorted(expected))
-    others = {rule: why for rule, why in reasons.items() if rule not in edited}
-    assert all(
-        r.startswith("Input files updated by another job") for why in others.values() for r in why
-    ), others
+    inputs = {row["output_file"]: row["input-file(s)"].split(",") for row in summary}
+    importing = {row["rule"] for row in summary if str(path) in inputs[row["output_file"]]}
+    assert importing == expected, (sorted(importing), sorted(expected))
     assert expected, "the reference study runs jobs that import the module"
+    pending = [row for row in summary if row["plan"] == "update pending"]
+    assert importing <= {row["rule"] for row in pending}
+    rebuilt = {row["output_file"] for row in pending}
+    downstream_only = [
+        row["output_file"]
+        for row in pending
+        if row["rule"] not in importing and not rebuilt & set(inputs[row["output_file"]])
+    ]
+    assert not downstream_only, f"planned with no edited code upstream: {downstream_only}"
     assert planned_rules(code, study) == set()  # restored: nothing left to do
-
-
-def rules_in_study(code: Path, workdir: Path) -> set[str]:
-    """Every rule with a job in this study (from a forced dry run)."""
-    run = snakemake(code, workdir, "-n", "--forceall")
-    return {m.group(1) for m in re.finditer(r"^(?:local)?rule (\w+):", run.stdout, re.M)}
