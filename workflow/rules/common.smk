@@ -1,4 +1,5 @@
 # Runs before any rule: validate the configuration, locate inputs, and build target lists.
+import re
 import sys
 from pathlib import Path
 
@@ -6,8 +7,6 @@ REPO = Path(workflow.basedir)
 # The package is importable here and, through PYTHONPATH, in every job (also under
 # --sdm conda or on a cluster node), whether or not it was pip-installed there.
 sys.path.insert(0, str(REPO / "src"))
-
-import re
 
 from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
@@ -65,10 +64,9 @@ def code_of(script, *modules):
 
 
 def session_code(driver):
-    """The code of one driver's sessions: the supervisor, the runner it starts and the
+    """The code of one driver's sessions: the supervisor with the runner it starts, and the
     driver's own module (the other drivers' are not theirs)."""
-    namespace = "reallymuted.testbed.namespace"
-    return code_of("session_run", namespace, driver_module(driver))
+    return code_of("session_run", driver_module(driver))
 
 
 def name_pattern(names):
