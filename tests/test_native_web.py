@@ -53,7 +53,7 @@ from reallymuted.testbed.stimuli import make_stimulus
 from reallymuted.testbed.supervisor import run_session
 
 REPO = Path(__file__).resolve().parents[1]
-AGENTS = REPO / "src/reallymuted/agents"
+AGENTS = REPO / "src/reallymuted/testbed/agents"
 SELFTEST = REPO / "tests/data/native/selftest.js"
 FAKE_APP = REPO / "tests/data/native/fake_web_app.html"
 REGISTRY = yaml.safe_load((REPO / "workflow/apps.yaml").read_text())["apps"]

@@ -224,11 +224,10 @@ def required(driver: type[Driver], options: Mapping[str, Any]) -> bool:
     Called at the testbed supervisor's preflight: a driver declaring ``network = "internet"``
     fails there, with the reason, on a machine that cannot reach its app's servers.
     """
-    cls = driver
-    if getattr(cls, "network", "loopback") != "internet":
+    if getattr(driver, "network", "loopback") != "internet":
         return False
-    problem = internet_problem(cls.internet_hosts(options))  # type: ignore[attr-defined]
+    problem = internet_problem(driver.internet_hosts(options))  # type: ignore[attr-defined]
     if problem:
-        raise UplinkProblem(f"driver {driver} needs internet access: {problem}")
+        raise UplinkProblem(f"driver {driver.name} needs internet access: {problem}")
     preflight()
     return True
