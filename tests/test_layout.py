@@ -117,6 +117,10 @@ def test_declared_resources_exist_and_count_as_code() -> None:
     # the runner the supervisor starts as a program, its agent, the profile's pages
     assert {"namespace.py", "mic_reads.js", "meeting.html", "profile.js"} <= names, names
     assert "baresip.py" not in names  # another driver's module is not this session's code
+    native = codegraph.code_files(
+        PACKAGE.parent.parent / "scripts/session_run.py", [driver_module("native-windows")]
+    )
+    assert str(PACKAGE.parent.parent / "workflow/apps.yaml") in native  # from the repo root
 
 
 def test_the_readme_is_a_newcomers_page_and_links_every_other(repo_root: Path) -> None:

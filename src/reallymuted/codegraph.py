@@ -9,8 +9,9 @@ jobs' dependencies to build it.
 A module run as a program (``python -m reallymuted.testbed.namespace``) counts as imported by
 the module that names it. Files a module reads at run time that are not Python (a driver's
 web page, a Frida agent, the apps registry) are declared by the module itself, as a
-module-level ``RESOURCES`` tuple of paths relative to the module's folder, string literals
-only; they count as its code.
+module-level ``RESOURCES`` tuple of string literals: paths relative to the module's folder, or,
+starting with ``/``, to the repository's root (``/workflow/apps.yaml``); they count as its
+code.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from reallymuted.paths import PACKAGE
+from reallymuted.paths import PACKAGE, REPO
 
 ROOT = PACKAGE.name  # "reallymuted"
 MODULE_NAME = re.compile(rf"{ROOT}(\.[a-z_][a-z0-9_]*)+")
@@ -73,7 +74,9 @@ def resources(path: Path) -> list[Path]:
             for element in getattr(node.value, "elts", []):
                 if not (isinstance(element, ast.Constant) and isinstance(element.value, str)):
                     raise ValueError(f"{path}: RESOURCES must hold string literals only")
-                resource = (path.parent / element.value).resolve()
+                name = element.value
+                base = REPO if name.startswith("/") else path.parent
+                resource = (base / name.lstrip("/")).resolve()
                 if not resource.is_file():
                     raise ValueError(f"{path}: RESOURCES names {element.value}, which is missing")
                 found.append(resource)

@@ -44,7 +44,7 @@ from reallymuted.paths import APPS_REGISTRY
 from reallymuted.testbed.drivers import Driver, DriverError
 
 # the platform agents and the registry (hotkeys, process names, selectors): its code too
-RESOURCES = ("../agents/wasapi.js", "../agents/coreaudio.js", "../../../../workflow/apps.yaml")
+RESOURCES = ("../agents/wasapi.js", "../agents/coreaudio.js", "/workflow/apps.yaml")
 
 # The host platform as the registry names it.
 PLATFORMS = {"win32": "windows", "darwin": "macos", "linux": "linux"}
