@@ -19,11 +19,14 @@ setup: $(SETUP_STAMP)
 # makes the whole step a no-op until requirements.txt, pyproject.toml or envs/apt.* change.
 # The last step prints how the installed Debian packages compare with envs/apt.lock (another
 # point or security release is reported; `make test` fails on a missing one or another major).
-$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt envs/apt.lock
+# The vendors' client libraries (envs/sdk) are installed with `npm ci` from the registry and
+# bundled for the sdk sessions' page; nothing of them is committed.
+$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt envs/apt.lock envs/sdk/package-lock.json
 	bash scripts/install-apt.sh envs/apt.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m reallymuted.testbed.sdk build
 	$(BIN)/python -m reallymuted.debian check
 	touch $@
 

@@ -36,6 +36,9 @@ PROFILE_FINDING = {
 UNMODELLED = {
     "M2": "M2, buffer flags only: a Chromium page reads every sample",
 }
+# The vendors' own client libraries (reallymuted.testbed.drivers.sdk): rows only where sessions
+# ran, found by the registry app their manifest names.
+SDK_SOURCES = ("sdk", "sdk-preview")
 NOT_RUN = {
     "native": "not run: needs a {platform} host with the app installed and an account",
     "web": "not run: needs internet access and an account for the web app",
@@ -78,6 +81,7 @@ HEADLINE_COLUMNS = [
     "app_name",
     "paper_finding",
     "measured_as",
+    "client_code",
     "status",
     "mute_mode",
     "policy",
@@ -190,6 +194,12 @@ def headline_table(
                 continue
             for row in measured.itertuples():
                 rows.append({**base, **_measured_row(source, driver, row, states, flows, checks)})
+        for source in SDK_SOURCES:
+            measured = policy[(policy.source == source) & (policy.registry_app == app)]
+            for row in measured.itertuples():
+                rows.append(
+                    {**base, **_measured_row(source, row.driver, row, states, flows, checks)}
+                )
     return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
@@ -246,11 +256,16 @@ def _measured_row(
     leaving, why = audio_derived_evidence(muted, check)
     model = source == "testbed-profile"
     unmodelled = UNMODELLED.get(PROFILE_FINDING.get(driver, "")) if model else None
+    if model:
+        measured_as = f"model {driver} of the app's published behaviour, not the app"
+    elif source in SDK_SOURCES:
+        measured_as = f"the vendor's own library, not the app: {row.client_scope}"
+    else:
+        measured_as = driver
     return {
         "source": source,
-        "measured_as": (
-            f"model {driver} of the app's published behaviour, not the app" if model else driver
-        ),
+        "measured_as": measured_as,
+        "client_code": row.client_code or "",
         "status": "measured",
         "mute_mode": row.mute_mode,
         "policy": row.policy,

@@ -78,13 +78,23 @@ def session_keys(manifest: dict) -> dict[str, object]:
     }
 
 
+DRIVER_KEYS = ["driver", "registry_app", "client_code", "client_scope"]
+
+
 def driver_keys(manifest: dict) -> dict[str, str]:
-    """The driver and, for native and web drivers, the registry app the session ran: config
+    """The driver and, for native, web and sdk drivers, the registry app the session ran: config
     names such as ``zoom-windows`` are the user's, the registry id (``zoom``) is what the
-    per-app tables look sessions up by."""
+    per-app tables look sessions up by. ``client_code`` names the vendor packages an ``sdk``
+    session ran, with their versions, and ``client_scope`` which part of the vendor's product
+    they are ("" for every other client)."""
+    code = manifest.get("client_code") or {}
+    registry_app = (manifest.get("options") or {}).get("registry_app") or code.get("registry_app")
+    packages = "; ".join(f"{p['name']} {p['version']}" for p in code.get("packages", []))
     return {
         "driver": str(manifest.get("driver", "")),
-        "registry_app": str((manifest.get("options") or {}).get("registry_app") or ""),
+        "registry_app": str(registry_app or ""),
+        "client_code": packages,
+        "client_scope": str(code.get("scope") or ""),
     }
 
 

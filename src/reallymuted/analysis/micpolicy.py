@@ -18,6 +18,7 @@ import pandas as pd
 from reallymuted.analysis import evidence, traffic
 from reallymuted.analysis.evidence import (
     Segment,
+    DRIVER_KEYS,
     driver_keys,
     session_keys,
     source_label,
@@ -343,11 +344,12 @@ def with_driver_keys(policy: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame
     """The policy rows with the driver and registry app of their sessions (from the states
     table, which carries them per session; empty where the analyses predate them)."""
     keys = ["source", "app", "mute_mode"]
-    if not {"driver", "registry_app"} <= set(states.columns):
-        return policy.assign(driver="", registry_app="")
-    drivers = states[[*keys, "driver", "registry_app"]].drop_duplicates(keys)
-    joined = policy.merge(drivers, on=keys, how="left")
-    for column in ("driver", "registry_app"):  # read back from CSV, "" came in as NaN
+    columns = [c for c in DRIVER_KEYS if c in states.columns]
+    drivers = states[[*keys, *columns]].drop_duplicates(keys)
+    joined = policy.merge(drivers, on=keys, how="left") if columns else policy.copy()
+    for column in DRIVER_KEYS:  # read back from CSV, "" came in as NaN
+        if column not in joined.columns:
+            joined[column] = ""
         joined[column] = joined[column].astype(object).where(joined[column].notna(), "")
     return joined
 

@@ -240,6 +240,7 @@ def run_session(spec: SessionSpec, outdir: str | Path) -> dict[str, Any]:
     ended_mono, ended_epoch = time.monotonic(), time.time()
     inner = read_json(stage / "inner.json") or {}
     manifest = _manifest(spec, inner, versions, failure, cleanup, name, _source(driver))
+    manifest["client_code"] = _client_code(driver, spec)
     t0_mono = inner.get("t0_monotonic", started_mono)
     manifest["supervisor"] = {
         "started_utc": utc(started_epoch),
@@ -339,6 +340,16 @@ def _manifest(
         "strays_stopped": inner.get("strays", []),
         "cleanup": dict(cleanup),
     }
+
+
+def _client_code(driver: type[Driver] | None, spec: SessionSpec) -> dict[str, Any]:
+    """The vendor code the client ran, as its driver records it (an error says why not)."""
+    if driver is None:
+        return {}
+    try:
+        return driver.client_code(spec.options)
+    except Exception as exc:  # the session's own failure already says more
+        return {"error": str(exc)}
 
 
 def _source(driver: type[Driver] | None) -> str:

@@ -38,6 +38,8 @@ REGISTRY = {
     "native-windows": "reallymuted.testbed.drivers.native:WindowsDriver",
     "native-macos": "reallymuted.testbed.drivers.native:MacDriver",
     "web": "reallymuted.testbed.drivers.web:WebAppDriver",
+    "sdk": "reallymuted.testbed.drivers.sdk:SdkDriver",
+    "sdk-preview": "reallymuted.testbed.drivers.sdk:SdkPreviewDriver",
 }
 
 
@@ -106,6 +108,12 @@ class Driver(ABC):
     def version(cls, options: Mapping[str, Any]) -> str:
         """The client's version string, for the manifest."""
         return "unknown"
+
+    @classmethod
+    def client_code(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The code the client ran beyond its program (a vendor library's packages, versions
+        and hashes), for the manifest's ``client_code``; empty for most clients."""
+        return {}
 
     def capture_filter(self) -> str | None:
         """BPF filter excluding the harness's own control channel from the capture, if any."""

@@ -175,11 +175,15 @@ class ChromiumDriver(Driver):
         self.ctx.event("page_ready", audio_inputs=self.page.evaluate("window.prepared"))
 
     def _serve_page(self) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(WEB))
+        handler = functools.partial(self._handler(), directory=str(WEB))
         _QuietHandler.log_path = self.log_file("meeting-server")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.page_port), handler)
         self.server_thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.server_thread.start()
+
+    def _handler(self) -> type[http.server.SimpleHTTPRequestHandler]:
+        """What serves the page's folder (a subclass may serve more)."""
+        return _QuietHandler
 
     def trace_roots(self) -> list[int]:
         return [self.proc.pid]

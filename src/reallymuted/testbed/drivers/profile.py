@@ -54,17 +54,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from reallymuted.study import DEFAULT_INTERVAL_S, TELEMETRY_PROFILES
-from reallymuted.testbed.drivers import DriverError
 from reallymuted.testbed.drivers.chromium import ChromiumDriver
+from reallymuted.testbed.drivers.collecting import COLLECTOR_LOG, CollectorClient
 
 RESOURCES = ("../web/profile.html", "../web/profile.js", "../web/gain-worklet.js")
 PROFILES = ("webex-2021", "zoom-native", "native-flags-only", "webrtc-soft-mute")
 COLLECTOR_PATH = "/wmequality"
-COLLECTOR_LOG = "collector.jsonl"
-DEFAULT_COLLECTOR_PORT = 8090
 
 
-class ProfileDriver(ChromiumDriver):
+class ProfileDriver(CollectorClient, ChromiumDriver):
     name = "profile"
     modes = ("app",)
     source = "testbed-profile"
@@ -108,54 +106,17 @@ class ProfileDriver(ChromiumDriver):
         return f"http://127.0.0.1:{self.page_port}/profile.html"
 
     @property
-    def collector_port(self) -> int:
-        return int(self.ctx.options.get("collector_port", DEFAULT_COLLECTOR_PORT))
-
-    @property
-    def collector_url(self) -> str:
-        return f"http://127.0.0.1:{self.collector_port}{COLLECTOR_PATH}"
-
-    @property
     def telemetry_interval_s(self) -> float:
         return float(self.ctx.options.get("telemetry_interval_s", DEFAULT_INTERVAL_S))
 
-    def endpoints(self) -> dict[str, Any]:
-        return {**super().endpoints(), "collector": self.collector_url}
-
-    def client_traffic(self) -> dict[str, Any]:
-        # the page POSTs to the collector from ephemeral ports: name the server's port instead
-        return {**super().client_traffic(), "server_ports": [self.collector_port]}
+    @property
+    def collector_url(self) -> str:
+        return self.collector_base + COLLECTOR_PATH
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
-        self._start_collector()
+        self.start_collector()
         super().start()
-
-    def _start_collector(self) -> None:
-        """The collector listens before the browser starts, so no record can find it absent."""
-        self.collector_log = self.ctx.workdir / COLLECTOR_LOG
-        argv = [
-            sys.executable,
-            "-m",
-            "reallymuted.testbed.collector",
-            "--port",
-            str(self.collector_port),
-        ]
-        argv += ["--out", str(self.collector_log), "--t0", repr(self.ctx.t0)]
-        self.collector = self.ctx.procs.start("collector", argv, output=self.log_file("collector"))
-        deadline = time.monotonic() + 10
-        while True:
-            if self.collector_log.exists() and '"listening"' in self.collector_log.read_text():
-                break
-            if self.collector.returncode() is not None:
-                raise DriverError(f"collector exited with status {self.collector.returncode()}")
-            if time.monotonic() > deadline:
-                raise DriverError("collector not listening within 10 s")
-            time.sleep(0.02)
-        first = json.loads(self.collector_log.read_text().splitlines()[0])
-        self.ctx.event(
-            "collector_ready", pid=self.collector.pid, url=self.collector_url, t_log=first["t"]
-        )
 
     def join_options(self) -> dict[str, Any]:
         return {
@@ -166,11 +127,4 @@ class ProfileDriver(ChromiumDriver):
 
     def stop(self) -> None:
         super().stop()
-        collector = getattr(self, "collector", None)
-        if collector is not None:
-            rc = self.ctx.procs.stop(collector, timeout=5.0)
-            if rc != 0:
-                raise DriverError(f"collector exited with status {rc} on stop")
-
-    def evidence(self) -> dict[str, Path]:
-        return {COLLECTOR_LOG: self.collector_log}
+        self.stop_collector()
