@@ -87,8 +87,11 @@ SESSION_MATRIX = matrix(SESSIONS)
 SESSION_DIR = session_dir("{app}", "{mode}", "{stimulus}", "{rep}")
 SESSION_TABLES = analysis_dir("{app}", "{mode}", "{stimulus}", "{rep}")
 MODES = [m for entry in SESSIONS["apps"].values() for m in entry["modes"]]
-# The testbed profiles' sessions, with the telemetry collector's log.
-PROFILE_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
+# The sessions that publish the telemetry collector's log: the testbed profiles' (whose
+# modelled telemetry the telemetry rules decode) and the vendors' libraries' (rules/sdk.smk).
+COLLECTOR_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
+PROFILE_APPS = [a for a in COLLECTOR_APPS if SESSIONS["apps"][a]["driver"] == "profile"]
+SDK_APPS = [a for a, e in SESSIONS["apps"].items() if e["driver"] in ("sdk", "sdk-preview")]
 ATTACK_STIMULI = {
     name: spec
     for name, spec in SESSIONS["stimuli"].items()
@@ -247,6 +250,22 @@ def telemetry_session_outputs():
     ]
 
 
+def sdk_session_files(name):
+    """One raw evidence file of every session of a vendor's library (drivers sdk, sdk-preview)."""
+    return [f"{session_dir(*key)}/{name}" for key in SESSION_MATRIX if key.app in SDK_APPS]
+
+
+def sdk_outputs():
+    """The vendors' libraries' tables, when their sessions are in the matrix."""
+    if not stage_on("sessions") or not sdk_session_files("manifest.json"):
+        return []
+    return [
+        "results/tables/sdk_sessions.csv",
+        "results/tables/sdk_telemetry.csv",
+        "results/values/sdk.json",
+    ]
+
+
 def apps_outputs():
     """The Table 2 analogue always; the per-app headline once there are testbed sessions."""
     targets = ["results/tables/apps_platforms.csv"]
@@ -288,6 +307,7 @@ def get_final_output():
     targets += session_outputs()
     targets += session_analysis_outputs()
     targets += telemetry_session_outputs()
+    targets += sdk_outputs()
     targets += apps_outputs()
     targets += attack_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]

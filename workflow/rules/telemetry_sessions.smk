@@ -3,13 +3,14 @@
 # telemetry records are decoded from the capture (pyshark) and matched one to one with the
 # collector's log, and the study gets its telemetry tables and named values.
 
-# The `session` rule with the extra evidence file declared: a profile session's job owns
-# collector.jsonl, other apps' sessions never have one. (Under `sessions.replay` nothing is
-# captured and collector.jsonl, like the rest of the raw evidence, is already there.) Defined
-# only when profile apps are configured: an empty app constraint would match every app.
-if PROFILE_APPS and not SESSIONS["replay"]:
+# The `session` rule with the extra evidence file declared: the job of a session whose driver
+# runs the collector (profiles, sdk pages) owns collector.jsonl, other apps' sessions never
+# have one. (Under `sessions.replay` nothing is captured and collector.jsonl, like the rest of
+# the raw evidence, is already there.) Defined only when such apps are configured: an empty
+# app constraint would match every app.
+if COLLECTOR_APPS and not SESSIONS["replay"]:
 
-    use rule session as profile_session with:
+    use rule session as collector_session with:
         output:
             manifest=f"{SESSION_DIR}/manifest.json",
             events=f"{SESSION_DIR}/events.jsonl",
@@ -18,12 +19,12 @@ if PROFILE_APPS and not SESSIONS["replay"]:
             client_log=f"{SESSION_DIR}/client.log",
             collector=f"{SESSION_DIR}/collector.jsonl",
         wildcard_constraints:
-            app=name_pattern(PROFILE_APPS),
+            app=name_pattern(COLLECTOR_APPS),
             mode=name_pattern(MODES),
             stimulus=name_pattern(SESSIONS["stimuli"]),
             rep=r"\d+",
 
-    ruleorder: profile_session > session
+    ruleorder: collector_session > session
 
 
 if PROFILE_APPS:

@@ -307,6 +307,7 @@
       return Object.assign({}, result || {}, {
         operations: operations(from).map((e) => ({
           event: e.event, track: e.track || null, value: e.value === undefined ? null : e.value,
+          from: e.from === undefined ? null : e.from, to: e.to === undefined ? null : e.to,
           caller: e.caller, plumbing: Boolean(e.plumbing),
         })),
         sdk_state: client.state(),
