@@ -226,13 +226,19 @@ def test_native_sessions_are_found_by_their_registry_app(
 
 def _headline_rows() -> pd.DataFrame:
     """A headline table as apps.headline_table writes it: Webex's and Zoom's profiles measured
-    (Zoom's reads not modelled: M2), Teams without a profile, the native drivers not run."""
+    (Zoom's reads not modelled: M2), Webex's own library measured, Teams without a profile, the
+    native drivers not run."""
     measured = {"status": "measured", "muted_packets_per_s": 5.0, "sessions": 1}
     rows = [
         {"app": "webex", "app_name": "Cisco Webex", "source": "testbed-profile",
          "measured_as": "model webex-2021 of the app's published behaviour, not the app",
          "muted_read_share_os": 1.0, "muted_read_share_app": 0.98, "reads_modelled": "yes",
          "audio_derived_data_leaving": "yes", **measured},
+        {"app": "webex", "app_name": "Cisco Webex", "source": "sdk", "mute_mode": "sdk",
+         "measured_as": "the vendor's own library, not the app: the media layer ...",
+         "client_code": "@webex/media-helpers 3.12.0; @webex/internal-media-core 2.23.1",
+         "muted_read_share_os": 0.5, "muted_read_share_app": 0.5, "reads_modelled": "yes",
+         "audio_derived_data_leaving": "no", **measured},
         {"app": "zoom", "app_name": "Zoom", "source": "testbed-profile",
          "measured_as": "model zoom-native of the app's published behaviour, not the app",
          "muted_read_share_os": 1.0, "muted_read_share_app": 0.97,
@@ -248,8 +254,9 @@ def _headline_rows() -> pd.DataFrame:
 
 def test_the_ten_app_figure_marks_reads_a_profile_cannot_model(tmp_path: Path, monkeypatch):
     """Zoom's profile reads every sample (a Chromium page cannot read flags only): its read
-    share is marked "behaviour not modelled", not drawn as a measurement; the footer's source
-    is that of the rows drawn and names the sources that did not run."""
+    share is marked "behaviour not modelled", not drawn as a measurement; the vendor's own
+    library gets a line of its own under its app's model, labelled with its package; the
+    footer's source is that of the rows drawn and names the sources that did not run."""
     import math
 
     from reallymuted.figures import apps as apps_figure
@@ -264,12 +271,14 @@ def test_the_ten_app_figure_marks_reads_a_profile_cannot_model(tmp_path: Path, m
     monkeypatch.setattr(apps_figure, "save", keep)
     apps_figure.plot_headline(_headline_rows(), [tmp_path / "apps.png"])
     reads = drawn["fig"].axes[0]
-    widths = [bar.get_width() for bar in reads.patches]  # OS then app witness, per app
-    assert widths[0] == 1.0 and math.isnan(widths[1])  # webex drawn, zoom not
+    widths = [bar.get_width() for bar in reads.patches]  # OS then app witness, per line
+    assert widths[:2] == [1.0, 0.5] and math.isnan(widths[2])  # webex model, sdk; zoom not
+    labels = [t.get_text() for t in reads.get_yticklabels()]
+    assert labels[1] == "Cisco Webex: sdk, mode sdk\n(@webex/media-helpers 3.12.0)"
     texts = [t.get_text() for t in reads.texts]
     why = "M2, buffer flags only: a Chromium page reads every sample"
     assert f"behaviour not modelled\n({why})" in texts
     footer = drawn["fig"].texts[-1].get_text()
-    assert footer.startswith("source: testbed-profile; models of each app's")
+    assert footer.startswith("source: sdk, testbed-profile; models and vendor libraries, not")
     assert "native: not run" in footer
-    assert saved_source(tmp_path / "apps.png") == "source: testbed-profile"
+    assert saved_source(tmp_path / "apps.png") == "source: sdk, testbed-profile"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,79 +11,100 @@ import pandas as pd
 
 from reallymuted.figures import PALETTE, save, source_footer
 
+# The sources a line of the figure may draw: the project's model of the app, and the vendor's
+# own published library (the other sources are measured only on hosts the figure names).
+DRAWN = ("testbed-profile", "sdk", "sdk-preview")
+
+
+def _lines(table: pd.DataFrame) -> list[tuple[str, Any]]:
+    """(label, measured row or None) per line: each app's model, then each measured run of
+    the vendor's own library under it."""
+    lines = []
+    for app, rows in table.groupby("app", sort=False):
+        name = rows.app_name.iloc[0]
+        profile = rows[(rows.source == "testbed-profile") & (rows.status == "measured")]
+        if profile.empty:
+            lines.append((f"{name}\n(model: no profile / not run)", None))
+        else:
+            row = profile.iloc[0]
+            lines.append((f"{name}\n(model: {row.measured_as.split(' ')[1]})", row))
+        for row in rows[rows.source.isin(DRAWN[1:]) & (rows.status == "measured")].itertuples():
+            package = str(row.client_code).split(";")[0]
+            lines.append((f"{name}: {row.source}, mode {row.mute_mode}\n({package})", row))
+    return lines
+
 
 def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
-    """One row per app: the measured model's muted mic reads and traffic, and its data leak.
+    """One line per app's model and per run of the vendor's own library: muted mic reads and
+    traffic, and whether audio-derived data left.
 
-    Only ``testbed-profile`` rows are drawn; each row's label says it is a model, unmeasured
-    apps are marked as such, and so are the read shares of profiles that cannot model their
-    app's finding (M2, buffer flags only: a Chromium page reads every sample). The footer's
-    sources are those of the rows drawn, and it says what became of the other sources.
+    Only ``testbed-profile`` and ``sdk``/``sdk-preview`` rows are drawn; each line's label says
+    which it is, unmeasured apps are marked as such, and so are the read shares of profiles that
+    cannot model their app's finding (M2, buffer flags only: a Chromium page reads every
+    sample). The footer's sources are those of the rows drawn, and it says what became of the
+    other sources.
     """
-    apps = list(dict.fromkeys(table.app))
-    names = table.drop_duplicates("app").set_index("app").app_name
-    measured = table[(table.status == "measured") & (table.source == "testbed-profile")]
-    measured = measured.drop_duplicates("app").set_index("app")
-    y = np.arange(len(apps))
+    lines = _lines(table)
+    rows = [row for _, row in lines]
+    y = np.arange(len(lines))
     fig, (reads, packets, leak) = plt.subplots(
         1,
         3,
-        figsize=(12, 0.5 * len(apps) + 1.8),
+        figsize=(13, 0.55 * len(lines) + 1.9),
         sharey=True,
         gridspec_kw={"width_ratios": [1.2, 1, 0.6]},
     )
-    labels = []
-    for app in apps:
-        model = measured.measured_as.get(app, "")
-        model = model.split(" ")[1] if model.startswith("model ") else "no profile / not run"
-        labels.append(f"{names[app]}\n(model: {model})")
     height = 0.38
-    modelled = [str(measured.reads_modelled.get(a, "yes")) == "yes" for a in apps]
 
-    def share(column: str) -> list[float]:  # no bar where the profile cannot model the reads
-        pairs = zip(apps, modelled, strict=True)
-        return [measured[column].get(a, np.nan) if m else np.nan for a, m in pairs]
+    def get(row: Any, column: str) -> float:
+        return float(getattr(row, column)) if row is not None else np.nan
 
-    os_share, app_share = share("muted_read_share_os"), share("muted_read_share_app")
+    modelled = [row is None or str(row.reads_modelled) == "yes" for row in rows]
+    os_share = [get(r, "muted_read_share_os") if m else np.nan for r, m in zip(rows, modelled)]
+    app_share = [get(r, "muted_read_share_app") if m else np.nan for r, m in zip(rows, modelled)]
     reads.barh(y - height / 2, os_share, height, color=PALETTE[0], label="OS witness")
     reads.barh(y + height / 2, app_share, height, color=PALETTE[1], label="app witness")
     reads.set_xlim(0, 1.05)
     reads.set_xlabel("share of real time the mic was read while muted")
     reads.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
-    reads.set_yticks(y, labels, fontsize=8)
+    reads.set_yticks(y, [label for label, _ in lines], fontsize=7)
     reads.invert_yaxis()
+    for tick, row in zip(reads.get_yticklabels(), rows, strict=True):
+        if row is not None and row.source != "testbed-profile":
+            tick.set_fontweight("bold")  # the vendor's own code
 
-    rates = [measured.muted_packets_per_s.get(a, np.nan) for a in apps]
-    packets.barh(y, rates, 0.6, color=PALETTE[2])
+    packets.barh(y, [get(r, "muted_packets_per_s") for r in rows], 0.6, color=PALETTE[2])
     packets.set_xlabel("packets/s sent while muted")
 
     leak.set_xlim(0, 1)
     leak.set_xticks([])
     leak.set_title("audio-derived data leaving\nwhile muted", fontsize=9)
-    for yi, app in zip(y, apps, strict=True):
-        if app in measured.index:
-            verdict = measured.audio_derived_data_leaving[app]
+    for yi, (label, row) in zip(y, lines, strict=True):
+        if row is not None:
+            verdict = row.audio_derived_data_leaving
             colour = PALETTE[3] if verdict == "yes" else "0.35"
             leak.text(0.05, yi, verdict, va="center", color=colour, fontweight="bold")
         else:
-            status = table[table.app == app].status.iloc[0]
-            leak.text(0.05, yi, status.split(":")[0], va="center", color="0.5", fontsize=8)
+            app_rows = table[table.app_name == label.split("\n")[0]]
+            status = app_rows.status.iloc[0] if len(app_rows) else "not run"
+            leak.text(0.05, yi, str(status).split(":")[0], va="center", color="0.5", fontsize=8)
     for ax in (reads, packets):
-        for yi, app in zip(y, apps, strict=True):
-            if app not in measured.index:
+        for yi, row in zip(y, rows, strict=True):
+            if row is None:
                 _mark(ax, yi, "not measured")
-    for yi, app, is_modelled in zip(y, apps, modelled, strict=True):
-        if app in measured.index and not is_modelled:
-            why = str(measured.reads_modelled[app]).removeprefix("no: ")
+    for yi, row, is_modelled in zip(y, rows, modelled, strict=True):
+        if row is not None and not is_modelled:
+            why = str(row.reads_modelled).removeprefix("no: ")
             _mark(reads, yi, f"behaviour not modelled\n({why})")
     fig.suptitle(
-        "The ten apps, as modelled by their testbed profiles (models of each app's published "
-        "mute behaviour, not the apps)",
+        "The ten apps: their testbed profiles (models of each app's published mute behaviour, "
+        "not the apps) and, in bold, the vendors' own published libraries (not the whole apps)",
         x=0.01,
         ha="left",
         fontsize=10,
     )
-    source_footer(fig, measured.source, _others(table))
+    drawn = [row.source for row in rows if row is not None]
+    source_footer(fig, drawn, _others(table))
     fig.tight_layout()
     save(fig, outputs)
 
@@ -93,10 +115,10 @@ def _mark(ax: plt.Axes, y: float, text: str) -> None:
 
 
 def _others(table: pd.DataFrame) -> str:
-    """What the footer says beside the drawn rows' sources: models, not the apps, and what
-    became of every other source of the table (not run, or measured but not drawn)."""
-    said = ["models of each app's published behaviour, not the apps"]
-    others = table[table.source != "testbed-profile"]
+    """What the footer says beside the drawn rows' sources: models and libraries, not the apps,
+    and what became of every other source of the table (not run, or measured but not drawn)."""
+    said = ["models and vendor libraries, not the apps"]
+    others = table[~table.source.isin(DRAWN)]
     for status, rows in others.groupby(others.status == "measured", sort=False):
         names = ", ".join(sorted(set(rows.source)))
         said.append(f"{names}: {'measured, not drawn' if status else 'not run'}")

@@ -41,7 +41,10 @@ RESOURCES = (
     "../web/sdk.html",
     "../web/sdk-harness.js",
     "../web/sdk/webex.js",  # the project's glue, one per vendor.SDKS entry
+    "../web/sdk/whereby.js",
+    "../web/sdk/zoom.js",
     "../web/sdk/livekit.js",
+    "../web/sdk/twilio.js",
     "/envs/sdk/package-lock.json",
 )
 OPTIONS = {"sdk", "registry_app", "collector_port", "cdp_port", "page_port"}

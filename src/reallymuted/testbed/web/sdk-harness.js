@@ -195,7 +195,7 @@
 
   function levelExtension(sdp) {
     // RFC 6464 audio level header extension id, as negotiated (the level is sent in clear).
-    const m = /a=extmap:(\d+) urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(sdp || '');
+    const m = /a=extmap:(\d+)(?:\/\w+)? urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(sdp || '');
     return m ? Number(m[1]) : null;
   }
 
@@ -209,8 +209,11 @@
   async function sendOverLoopback(track) {
     const pc1 = peerConnection();
     const pc2 = peerConnection();
-    pc1.onicecandidate = (e) => { if (e.candidate) pc2.addIceCandidate(e.candidate); };
-    pc2.onicecandidate = (e) => { if (e.candidate) pc1.addIceCandidate(e.candidate); };
+    // Loopback candidates only: on a machine with other interfaces ICE could pair on them,
+    // and the media would not say 127.0.0.1 (in the session's namespace there is only lo).
+    const local = (c) => c && c.address === '127.0.0.1';
+    pc1.onicecandidate = (e) => { if (local(e.candidate)) pc2.addIceCandidate(e.candidate); };
+    pc2.onicecandidate = (e) => { if (local(e.candidate)) pc1.addIceCandidate(e.candidate); };
     pc2.ontrack = (e) => {
       const el = document.getElementById('remote');
       el.srcObject = e.streams[0] || new MediaStream([e.track]);
