@@ -90,9 +90,10 @@ def _timeline_rows(figure: Path, root: Path) -> list[str]:
 
 
 def _apps_rows(root: Path) -> pd.Series:
-    """The rows the ten-app figure draws: the measured testbed profiles."""
+    """The rows the ten-app figure draws: the measured testbed profiles and vendor libraries."""
     table = pd.read_csv(root / "tables/apps_headline.csv")
-    drawn = table[(table.status == "measured") & (table.source == "testbed-profile")]
+    drawn_sources = ("testbed-profile", "sdk", "sdk-preview")
+    drawn = table[(table.status == "measured") & table.source.isin(drawn_sources)]
     return drawn.source
 
 
@@ -111,6 +112,7 @@ def problems(results: Path) -> list[str]:
     pairs = [
         ("values/testbed.json", "tables/mic_policy.csv"),
         ("values/telemetry_sessions.json", "tables/telemetry_sessions_check.csv"),
+        ("values/sdk.json", "tables/sdk_sessions.csv"),
     ]
     for values, table in pairs:
         if (results / values).is_file():

@@ -247,8 +247,8 @@ def _fill(template: str, values: Values) -> str:
     def replace(match: re.Match[str]) -> str:
         try:
             value = lookup(values, match.group(1))
-        except KeyError:
-            return match.group(0)
+        except KeyError:  # its session or stage is not in this run
+            return "[not in this run]"
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     return PLACEHOLDER.sub(replace, template).strip()
@@ -347,12 +347,16 @@ STAGE_OF = {
     "telemetry_reference": "reference",
     "classifier_reference": "reference",
     "testbed": "sessions",
+    "sdk": "sessions",
     "attack": "attack",
 }
 
 
 def absent_reasons(
-    stages: Mapping[str, bool], attack_selected: bool, value_files: Iterable[str | Path]
+    stages: Mapping[str, bool],
+    attack_selected: bool,
+    value_files: Iterable[str | Path],
+    sdk_selected: bool = True,
 ) -> dict[str, str]:
     """Why a run has no values file of a stage, per stem the run lacks (the rule's
     ``value_files`` are the ones it has): the claims needing it say "not measured here" so."""
@@ -367,6 +371,8 @@ def absent_reasons(
             reasons[stem] = "stage sessions switched off (the attack runs on its sessions)"
         elif stage == "attack" and not attack_selected:
             reasons[stem] = "the attack's telemetry apps are not in sessions.select"
+        elif stem == "sdk" and not sdk_selected:
+            reasons[stem] = "no session of a vendor's library (drivers sdk, sdk-preview) in this run"
         # otherwise the stage ran and should have written it: no reason, so the claims fail
     return reasons
 

@@ -22,7 +22,10 @@ rule claims:
     params:
         # why each stage's values file this run lacks is absent (stage off, apps not selected)
         absent=absent_reasons(
-            config["stages"], bool(attack_sessions(config)), claims_value_files()
+            config["stages"],
+            bool(attack_sessions(config)),
+            claims_value_files(),
+            sdk_selected=bool(sdk_outputs()),
         ),
     script:
         "../../scripts/claims.py"

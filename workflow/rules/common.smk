@@ -149,6 +149,8 @@ def claims_value_files():
         stems += ["userstudy", "telemetry_reference", "classifier_reference"]
     if stage_on("sessions"):
         stems += ["testbed"]
+    if "results/values/sdk.json" in sdk_outputs():
+        stems += ["sdk"]
     if "results/values/attack.json" in attack_outputs():
         stems += ["attack"]
     return expand("results/values/{stem}.json", stem=stems)

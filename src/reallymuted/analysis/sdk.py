@@ -12,7 +12,8 @@ from leaving). Two tables:
   sent while muted, from the session tables;
 * ``sdk_telemetry.csv``, a row per record the SDK produced (posted by the page where the
   vendor's upper layer would upload it): its time, mute state, kind, size, its fields, and
-  every audio-level or energy field with its value.
+  every audio-level or energy field with its value, and whether a level (not a running
+  total) was non-zero.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ MUTING = ("track_enabled", "track_stop", "replace_track")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": [1]}}`` -> ``{"a.b[0]": 1}``: every leaf of a JSON record by its path."""
+    """``{"a": {"b": [1]}}`` -> ``{"a.b[0]": 1}``: every leaf of a JSON record by its path.
+
+    A string holding JSON is read as JSON too: rtcstats dumps carry their stats that way."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {prefix: value}
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, inner in value.items():
@@ -122,9 +130,10 @@ def session_row(session_dir: str | Path) -> dict[str, Any]:
         "request_hosts": ", ".join(sorted({_host(r["url"]) for r in requests})) or "none",
         "telemetry_records": len(records),
         "telemetry_records_muted": len(muted_records),
-        "telemetry_audio_fields_nonzero_muted": sum(
-            bool(r["audio_fields_nonzero"]) for r in muted_records
+        "telemetry_records_muted_with_audio_fields": sum(
+            r["audio_fields"] > 0 for r in muted_records
         ),
+        "telemetry_records_muted_with_level": sum(r["level_nonzero"] for r in muted_records),
     }
 
 
@@ -164,7 +173,10 @@ def telemetry_rows(
             and isinstance(value, int | float)
             and not isinstance(value, bool)
         }
-        nonzero = {k: v for k, v in audio.items() if v}
+        # A level is instantaneous; a total* field (totalAudioEnergy) only ever grows, so a
+        # non-zero total says nothing about the interval. rtcstats dumps are delta-compressed:
+        # a field left out did not change since the dump before.
+        levels = {k: v for k, v in audio.items() if not k.rsplit(".", 1)[-1].startswith("total")}
         rows.append(
             {
                 **keys,
@@ -175,10 +187,9 @@ def telemetry_rows(
                 "fields": len(leaves),
                 "field_names": ", ".join(sorted({_generic(p) for p in leaves})),
                 "audio_fields": len(audio),
-                "audio_fields_nonzero": "; ".join(
-                    f"{k}={v:.6g}" for k, v in sorted(nonzero.items())
-                ),
-                "audio_field_max": max(audio.values()) if audio else math.nan,
+                "audio_values": "; ".join(f"{k}={v:.6g}" for k, v in sorted(audio.items())),
+                "level_nonzero": any(levels.values()),
+                "level_max": max(levels.values()) if levels else math.nan,
             }
         )
     return rows
@@ -223,10 +234,32 @@ def write_tables(
     )
     write_csv(out["sessions"], sessions)
     write_csv(out["telemetry"], records)
-    values: dict[str, Any] = {"sources": evidence.source_label(sessions.get("source", []))}
+    write_json(out["values"], sdk_values(sessions))
+
+
+def sdk_values(sessions: pd.DataFrame) -> dict[str, Any]:
+    """The claims table's values of the sdk sessions, per app and mode, each with its source."""
+    values: dict[str, Any] = {
+        "source": evidence.source_label(sessions.get("source", [])),
+        "apps": sorted(set(sessions.get("app", []))),
+    }
+    source_of = {}
     for row in sessions.itertuples():
         key = evidence.value_key(row.app, row.mute_mode)
-        values[f"{key}_mic_tracks_opened"] = int(row.mic_tracks_opened)
-        values[f"{key}_muted_read_share_os"] = float(row.muted_read_share_os)
-        values[f"{key}_telemetry_records_muted"] = int(row.telemetry_records_muted)
-    write_json(out["values"], values)
+        per_session = {
+            "client_code": row.client_code,
+            "mic_tracks_opened": int(row.mic_tracks_opened),
+            "mute_did": row.mute_did,
+            "tracks_while_muted": row.tracks_while_muted,
+            "muted_read_share_os": float(row.muted_read_share_os),
+            "telemetry_records_muted": int(row.telemetry_records_muted),
+            "telemetry_records_muted_with_audio_fields": int(
+                row.telemetry_records_muted_with_audio_fields
+            ),
+            "telemetry_records_muted_with_level": int(row.telemetry_records_muted_with_level),
+        }
+        for name, value in per_session.items():
+            values[f"{key}_{name}"] = value
+            source_of[f"{key}_{name}"] = row.source
+    values["source_of"] = source_of
+    return values
