@@ -68,7 +68,8 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     reads.set_xlabel("share of real time the mic was read while muted")
     reads.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     reads.set_yticks(y, [label for label, _ in lines], fontsize=7)
-    reads.invert_yaxis()
+    # every line, first at the top, whether or not it has a bar (the axes are shared)
+    reads.set_ylim(len(lines) - 0.5, -0.5)
     for tick, row in zip(reads.get_yticklabels(), rows, strict=True):
         if row is not None and row.source != "testbed-profile":
             tick.set_fontweight("bold")  # the vendor's own code

@@ -254,7 +254,7 @@ def build(log: Any = print) -> dict[str, Any]:
 def provenance(name: str) -> dict[str, Any]:
     """What the page will load for SDK ``name``, checked against the bundle on disk."""
     if not PROVENANCE.is_file():
-        raise SdkSetupError(f"{PROVENANCE.relative_to(REPO)} missing: run `make setup`")
+        raise SdkSetupError(f"{PROVENANCE} missing: run `make setup`")
     record = json.loads(PROVENANCE.read_text())
     if record.get("lock_sha256") != sha256_file(LOCK):
         raise SdkSetupError("the SDK bundles were built from another lock: run `make setup`")
@@ -263,7 +263,7 @@ def provenance(name: str) -> dict[str, Any]:
         raise SdkSetupError(f"no bundle for sdk {name!r}: run `make setup`")
     bundle_path = BUNDLES / sdk["bundle"]
     if not bundle_path.is_file() or sha256_file(bundle_path) != sdk["sha256"]:
-        raise SdkSetupError(f"{bundle_path.relative_to(REPO)} differs from its build record")
+        raise SdkSetupError(f"{bundle_path} differs from its build record: run `make setup`")
     return {**sdk, "node": record["node"], "esbuild": record["esbuild"]}
 
 
