@@ -135,10 +135,8 @@ def probe_page(tmp_path: Path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log = tmp_path / "collector.jsonl"
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "reallymuted.testbed.collector", "--port", "0", "--out", str(log)]
-        + ["--t0", repr(time.monotonic())]
-    )
+    argv = [sys.executable, "-m", "reallymuted.testbed.collector", "--port", "0"]
+    collector = subprocess.Popen([*argv, "--out", str(log), "--t0", repr(time.monotonic())])
     try:
         deadline = time.monotonic() + 10
         while not (log.is_file() and '"listening"' in log.read_text()):

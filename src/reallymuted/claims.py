@@ -372,7 +372,7 @@ def absent_reasons(
         elif stage == "attack" and not attack_selected:
             reasons[stem] = "the attack's telemetry apps are not in sessions.select"
         elif stem == "sdk" and not sdk_selected:
-            reasons[stem] = "no session of a vendor's library (drivers sdk, sdk-preview) in this run"
+            reasons[stem] = "no session of a vendor's library (driver sdk, sdk-preview) here"
         # otherwise the stage ran and should have written it: no reason, so the claims fail
     return reasons
 

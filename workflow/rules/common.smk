@@ -91,7 +91,9 @@ MODES = [m for entry in SESSIONS["apps"].values() for m in entry["modes"]]
 # modelled telemetry the telemetry rules decode) and the vendors' libraries' (rules/sdk.smk).
 COLLECTOR_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
 PROFILE_APPS = [a for a in COLLECTOR_APPS if SESSIONS["apps"][a]["driver"] == "profile"]
-SDK_APPS = [a for a, e in SESSIONS["apps"].items() if e["driver"] in ("sdk", "sdk-preview")]
+SDK_APPS = [
+    a for a, e in SESSIONS["apps"].items() if e["driver"] in ("sdk", "sdk-preview")
+]
 ATTACK_STIMULI = {
     name: spec
     for name, spec in SESSIONS["stimuli"].items()
@@ -254,7 +256,9 @@ def telemetry_session_outputs():
 
 def sdk_session_files(name):
     """One raw evidence file of every session of a vendor's library (drivers sdk, sdk-preview)."""
-    return [f"{session_dir(*key)}/{name}" for key in SESSION_MATRIX if key.app in SDK_APPS]
+    return [
+        f"{session_dir(*key)}/{name}" for key in SESSION_MATRIX if key.app in SDK_APPS
+    ]
 
 
 def sdk_outputs():

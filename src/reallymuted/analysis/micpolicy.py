@@ -17,8 +17,8 @@ import pandas as pd
 
 from reallymuted.analysis import evidence, traffic
 from reallymuted.analysis.evidence import (
-    Segment,
     DRIVER_KEYS,
+    Segment,
     driver_keys,
     session_keys,
     source_label,

@@ -229,9 +229,7 @@ def write_tables(
     states_path: str | Path,
     out: dict[str, str | Path],
 ) -> None:
-    sessions, records = sdk_tables(
-        session_dirs, pd.read_csv(policy_path), pd.read_csv(states_path)
-    )
+    sessions, records = sdk_tables(session_dirs, pd.read_csv(policy_path), pd.read_csv(states_path))
     write_csv(out["sessions"], sessions)
     write_csv(out["telemetry"], records)
     write_json(out["values"], sdk_values(sessions))

@@ -20,7 +20,7 @@ def _lines(table: pd.DataFrame) -> list[tuple[str, Any]]:
     """(label, measured row or None) per line: each app's model, then each measured run of
     the vendor's own library under it."""
     lines = []
-    for app, rows in table.groupby("app", sort=False):
+    for _, rows in table.groupby("app", sort=False):
         name = rows.app_name.iloc[0]
         profile = rows[(rows.source == "testbed-profile") & (rows.status == "measured")]
         if profile.empty:
@@ -60,8 +60,9 @@ def plot_headline(table: pd.DataFrame, outputs: list[str | Path]) -> None:
         return float(getattr(row, column)) if row is not None else np.nan
 
     modelled = [row is None or str(row.reads_modelled) == "yes" for row in rows]
-    os_share = [get(r, "muted_read_share_os") if m else np.nan for r, m in zip(rows, modelled)]
-    app_share = [get(r, "muted_read_share_app") if m else np.nan for r, m in zip(rows, modelled)]
+    pairs = list(zip(rows, modelled, strict=True))
+    os_share = [get(r, "muted_read_share_os") if m else np.nan for r, m in pairs]
+    app_share = [get(r, "muted_read_share_app") if m else np.nan for r, m in pairs]
     reads.barh(y - height / 2, os_share, height, color=PALETTE[0], label="OS witness")
     reads.barh(y + height / 2, app_share, height, color=PALETTE[1], label="app witness")
     reads.set_xlim(0, 1.05)

@@ -46,11 +46,7 @@ The one mute mode is ``app``: the app's own mute, whatever it does.
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from reallymuted.study import DEFAULT_INTERVAL_S, TELEMETRY_PROFILES

@@ -112,7 +112,7 @@ class SdkDriver(CollectorClient, ChromiumDriver):
         if sdk.source != cls.source:
             raise ValueError(f"driver {cls.name}: sdk {sdk.name} runs as driver {sdk.source}")
         if mode not in sdk.modes:
-            raise ValueError(f"driver {cls.name}: sdk {sdk.name} has modes {sdk.modes}, not {mode!r}")
+            raise ValueError(f"driver {cls.name}: sdk {sdk.name} has modes {sdk.modes}, not {mode}")
         registry_app = options.get("registry_app")
         if registry_app is not None and registry_app != sdk.registry_app:
             raise ValueError(
