@@ -261,8 +261,10 @@ def _did(operations: list[dict]) -> list[str]:
 
 
 @pytest.mark.testbed
-@pytest.mark.parametrize(("driver", "mode", "sdk"), list(CASES), ids="-".join)
-def test_the_vendors_own_mute(tone: Path, tmp_path: Path, driver: str, mode: str, sdk: str):
+@pytest.mark.parametrize(("driver", "mode", "sdk"), list(CASES), ids=["-".join(c) for c in CASES])
+def test_the_vendors_own_mute(
+    tone: Path, tmp_path: Path, reference_dir: Path, driver: str, mode: str, sdk: str
+) -> None:
     """The session succeeds only if the vendor's bundle made every track change of the mute;
     what it did, the tracks it opened and what the witnesses and the wire saw follow."""
     out = tmp_path / sdk
@@ -288,3 +290,34 @@ def test_the_vendors_own_mute(tone: Path, tmp_path: Path, driver: str, mode: str
     if sdk == "webex":  # its own telemetry producers ran, and went to the collector only
         posted = [e["path"] for e in read_jsonl(out / "collector.jsonl") if "path" in e]
         assert "/sdk/mediaquality" in posted and "/sdk/rtcstats" in posted
+        check_webex_telemetry(out, manifest, events, reference_dir, tmp_path)
+
+
+def check_webex_telemetry(
+    out: Path, manifest: dict, events: list[dict], released: Path, tmp_path: Path
+) -> None:
+    """What Webex's library produced is decoded per record, with its audio fields listed, and
+    set beside the native client's released record (the real one, decoded by its own stage)."""
+    import pandas as pd
+
+    from reallymuted.analysis import sdk as sdk_analysis
+    from reallymuted.analysis.evidence import mute_segments
+    from reallymuted.analysis.telemetry.compared import compared_table
+    from reallymuted.analysis.telemetry.reference import decode_reference
+
+    row = sdk_analysis.session_row(out)
+    assert row["mute_did"] == "a1 enabled=false by /vendor/webex.js"
+    assert row["client_code"].startswith("@webex/media-helpers 3.12.0")
+    records = sdk_analysis.telemetry_rows(out, manifest, mute_segments(events))
+    assert {r["kind"] for r in records} == {"mediaquality", "rtcstats"}
+    muted = [r for r in records if r["state"] == "muted" and r["kind"] == "rtcstats"]
+    # the media source's audioLevel is in the stats dumped while muted, whatever it holds
+    assert any("audioLevel" in r["audio_field_names"] for r in muted)
+    assert row["telemetry_records_muted"] == sum(r["state"] == "muted" for r in records)
+    tables = {k: tmp_path / f"{k}.out" for k in ("table", "problems", "values")}
+    decode_reference(released / "UserStudy/webex-dump.json", tables, "UserStudy/webex-dump.json")
+    side = compared_table(pd.read_csv(tables["table"]), None, pd.DataFrame(records))
+    assert set(side.source) == {"reference", "sdk"}
+    native = side[side.source == "reference"].iloc[0]
+    assert native.kind == "wmequality" and "audio_mean_gain=" in native.audio_values
+    assert (side[side.source == "sdk"].state == "muted").all()

@@ -272,6 +272,26 @@ def sdk_outputs():
     ]
 
 
+def telemetry_compared_inputs(wildcards):
+    """The decoded Webex telemetry of each source this run has (reference, model, library)."""
+    inputs = {}
+    if stage_on("reference"):
+        inputs["reference"] = "results/tables/telemetry_reference.csv"
+    if telemetry_session_outputs():
+        inputs["profile"] = "results/tables/telemetry_sessions.csv"
+    if sdk_outputs():
+        inputs["sdk"] = "results/tables/sdk_telemetry.csv"
+    return inputs
+
+
+def telemetry_compared_outputs():
+    """The side-by-side table, when a run has Webex's library and one more source."""
+    sources = telemetry_compared_inputs(None)
+    if "sdk" not in sources or len(sources) < 2:
+        return []
+    return ["results/tables/telemetry_muted_compared.csv"]
+
+
 def apps_outputs():
     """The Table 2 analogue always; the per-app headline once there are testbed sessions."""
     targets = ["results/tables/apps_platforms.csv"]
@@ -314,6 +334,7 @@ def get_final_output():
     targets += session_analysis_outputs()
     targets += telemetry_session_outputs()
     targets += sdk_outputs()
+    targets += telemetry_compared_outputs()
     targets += apps_outputs()
     targets += attack_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]

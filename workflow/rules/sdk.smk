@@ -29,3 +29,21 @@ rule sdk_tables:
         ANALYSIS_ENV
     script:
         "../../scripts/sdk_tables.py"
+
+
+rule telemetry_compared:
+    input:
+        unpack(telemetry_compared_inputs),
+        code=code_of("telemetry_compared"),
+    output:
+        report(
+            "results/tables/telemetry_muted_compared.csv",
+            caption="../report/telemetry_muted_compared.rst",
+            category="The vendors' own code",
+        ),
+    log:
+        "logs/sdk/telemetry_compared.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../../scripts/telemetry_compared.py"

@@ -151,7 +151,7 @@ def telemetry_rows(
     if not log_path.is_file():
         return []
     rows = []
-    keys = session_keys(manifest)
+    keys = {**session_keys(manifest), "client_code": driver_keys(manifest)["client_code"]}
     for entry in evidence.read_log(log_path):
         if entry.get("event") != "request":
             continue
@@ -187,6 +187,7 @@ def telemetry_rows(
                 "fields": len(leaves),
                 "field_names": ", ".join(sorted({_generic(p) for p in leaves})),
                 "audio_fields": len(audio),
+                "audio_field_names": ", ".join(sorted({_generic(p) for p in audio})),
                 "audio_values": "; ".join(f"{k}={v:.6g}" for k, v in sorted(audio.items())),
                 "level_nonzero": any(levels.values()),
                 "level_max": max(levels.values()) if levels else math.nan,
