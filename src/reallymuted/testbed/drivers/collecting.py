@@ -21,7 +21,16 @@ DEFAULT_COLLECTOR_PORT = 8090
 
 
 class CollectorClient(Driver):
-    """Mixed into a page driver: starts the collector before the browser, stops it after."""
+    """Mixed into a page driver (before it in the bases): starts the collector before the
+    browser, stops it after."""
+
+    def start(self) -> None:
+        self.start_collector()
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.stop_collector()
 
     @property
     def collector_port(self) -> int:

@@ -110,17 +110,9 @@ class ProfileDriver(CollectorClient, ChromiumDriver):
         return self.collector_base + COLLECTOR_PATH
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self) -> None:
-        self.start_collector()
-        super().start()
-
     def join_options(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
             "telemetry_interval_s": self.telemetry_interval_s,
             "collector_url": self.collector_url,
         }
-
-    def stop(self) -> None:
-        super().stop()
-        self.stop_collector()

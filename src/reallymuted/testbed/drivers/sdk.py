@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import http.server
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from reallymuted.testbed import sdk as vendor
@@ -152,7 +151,6 @@ class SdkDriver(CollectorClient, ChromiumDriver):
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
         self.client_code(self.ctx.options)  # a missing or stale bundle fails before Chromium
-        self.start_collector()
         super().start()
 
     def join_options(self) -> dict[str, Any]:
@@ -183,13 +181,6 @@ class SdkDriver(CollectorClient, ChromiumDriver):
             )
         muting = [op for op in result.get("operations", []) if op["event"] in MUTING]
         return {**result, "track_untouched": not muting, "by_vendor": not foreign}
-
-    def stop(self) -> None:
-        super().stop()
-        self.stop_collector()
-
-    def evidence(self) -> dict[str, Path]:
-        return {COLLECTOR_LOG: self.collector_log}
 
 
 class SdkPreviewDriver(SdkDriver):
