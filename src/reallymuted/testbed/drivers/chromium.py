@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 from reallymuted.testbed.drivers import Driver, DriverError, wait_for_exec
 
 WEB = Path(__file__).resolve().parents[1] / "web"
-RESOURCES = ("../web/meeting.html", "../web/meeting.js")  # what it serves: its code too
+# what it serves: its code too
+RESOURCES = ("../web/meeting.html", "../web/meeting.js", "../web/webrtc-loopback.js")
 BINARY = "/usr/bin/chromium"
 MUTES = ("soft", "replace", "stop")
 

@@ -39,6 +39,7 @@ from reallymuted.testbed.drivers.collecting import COLLECTOR_LOG, CollectorClien
 RESOURCES = (
     "../web/sdk.html",
     "../web/sdk-harness.js",
+    "../web/webrtc-loopback.js",
     "../web/sdk/webex.js",  # the project's glue, one per vendor.SDKS entry
     "../web/sdk/whereby.js",
     "../web/sdk/zoom.js",

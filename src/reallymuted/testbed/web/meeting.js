@@ -1,4 +1,5 @@
-// A two-party WebRTC "meeting" in one page, muted the ways real web apps mute.
+// A two-party WebRTC "meeting" in one page, muted the ways real web apps mute (needs
+// webrtc-loopback.js loaded first).
 //
 // The local party captures the microphone with getUserMedia and sends it over an
 // RTCPeerConnection to a second RTCPeerConnection in the same page (signalling in-page,
@@ -63,34 +64,6 @@ async function negotiate(pc1, pc2) {
   await pc1.setRemoteDescription(answer);
 }
 
-function connected(pc, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    if (pc.connectionState === 'connected') { resolve(); return; }
-    const timer = setTimeout(() => reject(new Error('not connected: ' + pc.connectionState)),
-      timeoutMs);
-    pc.addEventListener('connectionstatechange', () => {
-      if (pc.connectionState === 'connected') { clearTimeout(timer); resolve(); }
-      if (pc.connectionState === 'failed') { clearTimeout(timer); reject(new Error('failed')); }
-    });
-  });
-}
-
-async function selectedPair(pc) {
-  const stats = await pc.getStats();
-  let pair = null;
-  stats.forEach((s) => {
-    if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
-  });
-  if (pair === null) return null;
-  const local = stats.get(pair.localCandidateId);
-  const remote = stats.get(pair.remoteCandidateId);
-  return {
-    local: local.address + ':' + local.port,
-    remote: remote.address + ':' + remote.port,
-    protocol: local.protocol,
-  };
-}
-
 function startDetector() {
   state.clone = state.track.clone();
   state.audioContext = new AudioContext();
@@ -140,12 +113,10 @@ async function join(options) {
   await connected(state.pc1, 10000);
   if (state.detector) startDetector();
   const pair = await selectedPair(state.pc1);
-  // RFC 6464 audio level header extension id, as negotiated (the level is sent in clear).
-  const ext = /a=extmap:(\d+) urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(
-    state.pc1.localDescription.sdp);
   note('joined', { label: state.track.label });
   return {
-    media: pair, track_label: state.track.label, audio_level_ext_id: ext ? Number(ext[1]) : null,
+    media: pair, track_label: state.track.label,
+    audio_level_ext_id: levelExtension(state.pc1.localDescription.sdp),
   };
 }
 

@@ -165,39 +165,7 @@
   window.WebSocket.prototype = NativeSocket.prototype;
 
   // -- what the glue gets ------------------------------------------------------------------
-  async function selectedPair(pc) {
-    const stats = await pc.getStats();
-    let pair = null;
-    stats.forEach((s) => {
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
-    });
-    if (pair === null) return null;
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    return {
-      local: local.address + ':' + local.port,
-      remote: remote.address + ':' + remote.port,
-      protocol: local.protocol,
-    };
-  }
-
-  function connected(pc, timeoutMs) {
-    return new Promise((resolve, reject) => {
-      if (pc.connectionState === 'connected') { resolve(); return; }
-      const timer = setTimeout(() => reject(new Error('not connected: ' + pc.connectionState)),
-        timeoutMs);
-      pc.addEventListener('connectionstatechange', () => {
-        if (pc.connectionState === 'connected') { clearTimeout(timer); resolve(); }
-        if (pc.connectionState === 'failed') { clearTimeout(timer); reject(new Error('failed')); }
-      });
-    });
-  }
-
-  function levelExtension(sdp) {
-    // RFC 6464 audio level header extension id, as negotiated (the level is sent in clear).
-    const m = /a=extmap:(\d+)(?:\/\w+)? urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(sdp || '');
-    return m ? Number(m[1]) : null;
-  }
+  // connected, selectedPair, levelExtension: webrtc-loopback.js
 
   function peerConnection(config) {
     const pc = new RTCPeerConnection(config || { iceServers: [] });

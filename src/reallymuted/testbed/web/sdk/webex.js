@@ -40,15 +40,6 @@
       sdp: loopbackOnly(answerer.localDescription.sdp)});
   }
 
-  async function selectedPair() {
-    const stats = await conn.getStats();
-    let pair = null;
-    stats.forEach(r => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
-    if (!pair) return null;
-    const l = stats.get(pair.localCandidateId), r = stats.get(pair.remoteCandidateId);
-    return {local: `${l.address}:${l.port}`, remote: `${r.address}:${r.port}`, protocol: l.protocol};
-  }
-
   function state() {
     return stream ? {userMuted: stream.userMuted, systemMuted: stream.systemMuted, muted: stream.muted,
       readyState: stream.readyState, label: stream.label,
@@ -96,8 +87,8 @@
       await analyzer.startAnalyzer(conn);
 
       // The extension id as offered to the far end (the SDP the SDK itself sent over ROAP).
-      const m = /a=extmap:(\d+)(?:\/\w+)? urn:ietf:params:rtp-hdrext:ssrc-audio-level/.exec(offerSdp || '');
-      return {transport: 'sdk', media: await selectedPair(), audio_level_ext_id: m ? Number(m[1]) : null,
+      return {transport: 'sdk', media: await ctx.selectedPair(conn),
+        audio_level_ext_id: ctx.levelExtension(offerSdp),
         sdk_state: state()};
     },
 
