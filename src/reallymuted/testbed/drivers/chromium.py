@@ -82,7 +82,7 @@ def connect_over_cdp(proc: Any, port: int, timeout_s: float = 20.0) -> tuple[Any
             time.sleep(0.1)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class PageHandler(http.server.SimpleHTTPRequestHandler):
     """Serves the meeting page; access log to a file instead of the runner's stderr."""
 
     log_path: Path
@@ -177,14 +177,14 @@ class ChromiumDriver(Driver):
 
     def _serve_page(self) -> None:
         handler = functools.partial(self._handler(), directory=str(WEB))
-        _QuietHandler.log_path = self.log_file("meeting-server")
+        PageHandler.log_path = self.log_file("meeting-server")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.page_port), handler)
         self.server_thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.server_thread.start()
 
     def _handler(self) -> type[http.server.SimpleHTTPRequestHandler]:
         """What serves the page's folder (a subclass may serve more)."""
-        return _QuietHandler
+        return PageHandler
 
     def trace_roots(self) -> list[int]:
         return [self.proc.pid]

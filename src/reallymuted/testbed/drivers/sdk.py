@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from reallymuted.testbed import sdk as vendor
 from reallymuted.testbed.drivers import DriverError
-from reallymuted.testbed.drivers.chromium import ChromiumDriver, _QuietHandler
+from reallymuted.testbed.drivers.chromium import ChromiumDriver, PageHandler
 from reallymuted.testbed.drivers.collecting import COLLECTOR_LOG, CollectorClient
 
 RESOURCES = (
@@ -52,7 +52,7 @@ OPTIONS = {"sdk", "registry_app", "collector_port", "cdp_port", "page_port"}
 MUTING = ("track_enabled", "track_stop", "replace_track")
 
 
-class _VendorHandler(_QuietHandler):
+class _VendorHandler(PageHandler):
     """The page's folder, with the built bundles under /vendor/."""
 
     def translate_path(self, path: str) -> str:
