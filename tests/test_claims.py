@@ -337,3 +337,14 @@ def test_classifier_claims_of_windows_not_run_are_not_measured(repo_root: Path, 
         DataError, match=r"claim C2: .* has no value 'validation_random_precision_n5'"
     ):
         claims.build_table(repo_root / "workflow/resources/paper_claims.yaml", [path], absent)
+
+
+def test_a_note_names_the_sources_of_the_values_it_quotes(tmp_path: Path) -> None:
+    """T1's note quotes what Webex's library produced (source sdk) beside parts measured on
+    the released record: the row's source names both; a value this run lacks says so."""
+    note = "library: {lib.records} record(s); other: {lib.absent}"
+    claim_list = [_claim("T", [{"computed": "s.x", "expected": 1, "unit": "count"}], note=note)]
+    values = {"s": {"source": "reference", "x": 1}, "lib": {"source": "sdk", "records": 2}}
+    row = claims.build_table(*_write(tmp_path, claim_list, values)).set_index("id").loc["T"]
+    assert row.source == "reference, sdk"
+    assert row.note == "library: 2 record(s); other: [not in this run]"

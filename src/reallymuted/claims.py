@@ -96,6 +96,14 @@ def lookup(values: Values, ref: str) -> Any:
     return values[stem][key]
 
 
+def _has(values: Values, ref: str) -> bool:
+    try:
+        lookup(values, ref)
+    except KeyError:
+        return False
+    return True
+
+
 def part_source(values: Values, ref: str) -> str:
     """The source of one computed value: the file's ``source_of`` entry for the key when the
     file mixes sources (the testbed's values hold real clients and models), else its
@@ -244,11 +252,13 @@ PLACEHOLDER = re.compile(r"\{([a-z0-9_]+\.[a-z0-9_]+)\}")
 
 
 def _fill(template: str, values: Values) -> str:
+    """The note with the values it names (a value this run lacks stays a placeholder)."""
+
     def replace(match: re.Match[str]) -> str:
         try:
             value = lookup(values, match.group(1))
-        except KeyError:  # its session or stage is not in this run
-            return "[not in this run]"
+        except KeyError:
+            return match.group(0)
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     return PLACEHOLDER.sub(replace, template).strip()
@@ -323,11 +333,19 @@ def evaluate_claim(claim: dict[str, Any], evidence: Evidence) -> dict[str, str]:
     results = [o for o in outcomes if isinstance(o, PartResult)]
     if not results:
         log.info("claim %s: %s", claim["id"], verdict(claim, outcomes))
-    notes = [_fill(claim.get("note", ""), values)]
+    templates = [claim.get("note", "")]
     if any(not r.ok for r in results):
-        notes += [_fill(claim.get("note_if_differs", ""), values), _swap_note(claim, values)]
-    if not results:  # a note quoting values of a run that did not measure the claim: left out
-        notes = [n for n in notes if not PLACEHOLDER.search(n)]
+        templates.append(claim.get("note_if_differs", ""))
+    notes, quoted = [], set()
+    for template in templates:
+        note = _fill(template, values)
+        if not results and PLACEHOLDER.search(note):
+            continue  # a note quoting values of a run that did not measure the claim: left out
+        notes.append(PLACEHOLDER.sub("[not in this run]", note))
+        # the values a note quotes are evidence too: their sources join the row's
+        quoted |= {part_source(values, r) for r in PLACEHOLDER.findall(template) if _has(values, r)}
+    if any(not r.ok for r in results):
+        notes.append(_swap_note(claim, values))
     return {
         "id": claim["id"],
         "claim": claim["claim"],
@@ -337,7 +355,7 @@ def evaluate_claim(claim: dict[str, Any], evidence: Evidence) -> dict[str, str]:
         ),
         "verdict": verdict(claim, outcomes),
         "note": "; ".join(n for n in notes if n),
-        "source": ", ".join(sorted({r.source for r in results})) or "none",
+        "source": ", ".join(sorted({r.source for r in results} | quoted)) or "none",
     }
 
 
