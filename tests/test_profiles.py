@@ -29,7 +29,7 @@ import pytest
 
 from reallymuted.analysis import evidence, extract, telemetry
 from reallymuted.analysis.telemetry import sessions as ts
-from reallymuted.io import read_jsonl
+from reallymuted.io import DataError, read_jsonl
 from reallymuted.paths import EVIDENCE, MANIFEST
 from reallymuted.study import matrix
 from reallymuted.testbed.contract import apps_with_evidence, evidence_files
@@ -431,3 +431,16 @@ def test_quiet_profiles_send_nothing_audio_derived_while_muted(quiet: dict) -> N
         assert shown and all(mute <= e["t"] < unmute for e in shown), "notice only while muted"
     else:
         assert not shown
+
+
+def test_a_crash_pyshark_reports_at_close_keeps_the_posts_only_if_tshark_lists_them() -> None:
+    """pyshark's close can report tshark crashed when its child watcher missed the exit; the
+    posts already read are kept only when tshark, asked again, lists exactly their frames."""
+    port = json.loads((SAMPLE / MANIFEST).read_text())["client"]["server_ports"][0]
+    posts = ts.pcap_posts(SAMPLE / "traffic.pcapng", port)
+    assert len(posts) == 5
+    crash = RuntimeError("TShark seems to have crashed (retcode: 255)")
+    flt = f'tcp.dstport == {port} && http.request.method == "POST"'
+    ts._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts)  # all read: kept
+    with pytest.raises(DataError, match="tshark failed while reading the POSTs"):
+        ts._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts[:-1])
