@@ -13,7 +13,8 @@ from leaving). Two tables:
 * ``sdk_telemetry.csv``, a row per record the SDK produced (posted by the page where the
   vendor's upper layer would upload it): its time, mute state, kind, size, its fields, and
   every audio-level or energy field with its value, and whether a level (not a running
-  total) was non-zero.
+  total) was non-zero and how much a running total grew. rtcstats dumps are delta-compressed;
+  each is read against the dumps before it, so the values are those the SDK reported then.
 """
 
 from __future__ import annotations
@@ -52,9 +53,20 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, list):
         out = {}
         for i, inner in enumerate(value):
-            out.update(_flatten(inner, f"{prefix}[{i}]"))
+            out.update(_flatten(inner, f"{prefix}[{_report_id(inner) or i}]"))
         return out
     return {prefix: value}
+
+
+def _report_id(value: Any) -> str | None:
+    """A WebRTC stats report's ``id`` (e.g. ``SA1``, the media source): rtcstats lists only the
+    reports that changed, so a report is named by its id, not by its place in the list."""
+    if isinstance(value, str) and value[:1] == "{":
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return str(value["id"]) if isinstance(value, dict) and "id" in value else None
 
 
 def _generic(path: str) -> str:
@@ -134,6 +146,9 @@ def session_row(session_dir: str | Path) -> dict[str, Any]:
             r["audio_fields"] > 0 for r in muted_records
         ),
         "telemetry_records_muted_with_level": sum(r["level_nonzero"] for r in muted_records),
+        "telemetry_energy_grew_while_muted": sum(
+            r["total_growth"] > 0 and r["total_growth_within_state"] for r in muted_records
+        ),
     }
 
 
@@ -152,6 +167,11 @@ def telemetry_rows(
         return []
     rows = []
     keys = {**session_keys(manifest), "client_code": driver_keys(manifest)["client_code"]}
+    # rtcstats dumps are delta-compressed: a report or field left out did not change since the
+    # dump before. Each dump is read against everything seen so far, so a level it leaves out
+    # is the level it still reports, and a running total's change is known per dump.
+    seen: dict[str, dict[str, Any]] = {}
+    previous_state: dict[str, str] = {}
     for entry in evidence.read_log(log_path):
         if entry.get("event") != "request":
             continue
@@ -166,17 +186,25 @@ def telemetry_rows(
         except json.JSONDecodeError:
             record = None
         leaves = _flatten(record) if isinstance(record, dict | list) else {}
+        name = kind
+        if isinstance(record, dict) and kind == "sdk:rtcstats":
+            name = f"{kind}:{record.get('name')}"
+        before = dict(seen.get(name, {}))
+        current = {**before, **leaves} if kind == "sdk:rtcstats" else leaves
+        seen[name] = current
         audio = {
             path_: value
-            for path_, value in leaves.items()
+            for path_, value in current.items()
             if AUDIO_FIELD.search(path_.rsplit(".", 1)[-1])
             and isinstance(value, int | float)
             and not isinstance(value, bool)
         }
         # A level is instantaneous; a total* field (totalAudioEnergy) only ever grows, so a
-        # non-zero total says nothing about the interval. rtcstats dumps are delta-compressed:
-        # a field left out did not change since the dump before.
-        levels = {k: v for k, v in audio.items() if not k.rsplit(".", 1)[-1].startswith("total")}
+        # non-zero total says nothing about the interval: its growth since the dump before does.
+        totals = {k for k in audio if k.rsplit(".", 1)[-1].startswith("total")}
+        levels = {k: v for k, v in audio.items() if k not in totals}
+        known = [k for k in totals if isinstance(before.get(k), float | int)]
+        growth = sum(audio[k] - before[k] for k in known) if known else math.nan
         rows.append(
             {
                 **keys,
@@ -191,8 +219,12 @@ def telemetry_rows(
                 "audio_values": "; ".join(f"{k}={v:.6g}" for k, v in sorted(audio.items())),
                 "level_nonzero": any(levels.values()),
                 "level_max": max(levels.values()) if levels else math.nan,
+                "total_growth": growth,
+                # a growth measured from a dump taken in the same state (else it spans a change)
+                "total_growth_within_state": previous_state.get(name) == state,
             }
         )
+        previous_state[name] = state
     return rows
 
 
@@ -256,6 +288,7 @@ def sdk_values(sessions: pd.DataFrame) -> dict[str, Any]:
                 row.telemetry_records_muted_with_audio_fields
             ),
             "telemetry_records_muted_with_level": int(row.telemetry_records_muted_with_level),
+            "telemetry_energy_grew_while_muted": int(row.telemetry_energy_grew_while_muted),
         }
         for name, value in per_session.items():
             values[f"{key}_{name}"] = value
