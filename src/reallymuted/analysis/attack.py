@@ -540,10 +540,7 @@ def cross_validate(
             n,
             settings["models"],
             settings["seed"],
-            grids=settings.get("grids"),
-            validation_fraction=settings["validation_fraction"],
-            random_validation_fraction=settings["random_validation_fraction"],
-            balance_classes=settings["balance_classes"],
+            **classifier.protocol_settings(settings),
             labels=labels,
             source=source,
         )

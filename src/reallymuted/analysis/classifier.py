@@ -521,6 +521,17 @@ class ProtocolResult:
     grid: pd.DataFrame
 
 
+def protocol_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate_protocol` a ``classifier`` config section sets
+    (the reference classifier's and the attack's, alike)."""
+    return {
+        "grids": settings.get("grids"),
+        "validation_fraction": settings["validation_fraction"],
+        "random_validation_fraction": settings["random_validation_fraction"],
+        "balance_classes": settings["balance_classes"],
+    }
+
+
 def evaluate_protocol(
     dev_minutes: pd.DataFrame,
     eval_minutes: Mapping[str, pd.DataFrame],
@@ -824,10 +835,7 @@ def window_to_files(
             n,
             settings["models"],
             settings["seed"],
-            grids=settings.get("grids"),
-            validation_fraction=settings["validation_fraction"],
-            random_validation_fraction=settings["random_validation_fraction"],
-            balance_classes=settings["balance_classes"],
+            **protocol_settings(settings),
             labels=labels,
             source=source,
         )

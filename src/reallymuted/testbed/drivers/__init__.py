@@ -82,6 +82,8 @@ class Driver(ABC):
     # device (sandboxed renderers…): not traced, to keep attach time down. Each skip is on
     # record as a `trace_skip` event.
     trace_skip: ClassVar[tuple[str, ...]] = ()
+    # The options it takes, when it checks them (an unknown one is a typo: rejected by `check`).
+    options: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, ctx: SessionContext) -> None:
         self.ctx = ctx
@@ -96,6 +98,12 @@ class Driver(ABC):
         """
         if mode not in cls.modes:
             raise ValueError(f"driver {cls.name}: mode {mode!r} not in {', '.join(cls.modes)}")
+        unknown = set(options) - cls.options if cls.options is not None else set()
+        if unknown:
+            raise ValueError(
+                f"driver {cls.name}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(sorted(cls.options or ()))}"
+            )
 
     @classmethod
     def check_programs(cls) -> None:
@@ -173,6 +181,16 @@ class Driver(ABC):
         for managed in reversed(self.ctx.procs.procs):
             if managed.role in ("client", "peer"):
                 self.ctx.procs.stop(managed)
+
+
+def close_quietly(*closers: Callable[[], object]) -> None:
+    """Run each closer in turn, going on past failures: a driver's best-effort stop (the runner
+    kills whatever is left)."""
+    for closer in closers:
+        try:
+            closer()
+        except Exception:
+            continue
 
 
 def wait_for_exec(pid: int, name: str, timeout: float) -> None:

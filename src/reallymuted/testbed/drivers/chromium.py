@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from reallymuted.testbed.drivers import Driver, DriverError, wait_for_exec
+from reallymuted.testbed.drivers import Driver, DriverError, close_quietly, wait_for_exec
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 # what it serves: its code too
@@ -232,14 +232,10 @@ class ChromiumDriver(Driver):
             self.ctx.event(f"page_{name}", t=self.ctx.epoch_to_t(epoch_ms / 1000.0), **entry)
 
     def stop(self) -> None:
-        for closer in (
+        close_quietly(
             lambda: self.browser.close(),  # disconnects Playwright (Chromium keeps running)
             lambda: self.ctx.procs.stop(self.proc, timeout=5.0),
             lambda: self.pw.stop(),
             lambda: self.server.shutdown(),
             lambda: self.console.close(),
-        ):
-            try:
-                closer()
-            except Exception:  # best effort: the runner kills whatever is left
-                continue
+        )

@@ -81,6 +81,7 @@ class SdkDriver(CollectorClient, ChromiumDriver):
     source = "sdk"
     modes = tuple(dict.fromkeys(m for s in vendor.SDKS.values() for m in s.modes))
     extra_evidence = (COLLECTOR_LOG,)
+    options: ClassVar[frozenset[str] | None] = frozenset(OPTIONS)
     page_functions: ClassVar[dict[str, str]] = {
         "join": "sdkJoin",
         "set_muted": "sdkSetMuted",
@@ -105,9 +106,6 @@ class SdkDriver(CollectorClient, ChromiumDriver):
     @classmethod
     def check(cls, mode: str, options: Mapping[str, Any]) -> None:
         super().check(mode, options)
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(f"driver {cls.name}: unknown option(s) {', '.join(sorted(unknown))}")
         sdk = cls.sdk_of(options)
         if sdk.source != cls.source:
             raise ValueError(f"driver {cls.name}: sdk {sdk.name} runs as driver {sdk.source}")

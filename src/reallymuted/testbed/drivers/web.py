@@ -38,7 +38,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from reallymuted.testbed.drivers import Driver, DriverError
+from reallymuted.testbed.drivers import Driver, DriverError, close_quietly
 from reallymuted.testbed.drivers.chromium import BINARY, connect_over_cdp, launch_chromium
 from reallymuted.testbed.drivers.native import Hotkey, parse_hotkey, registry_entry
 
@@ -198,6 +198,7 @@ class WebAppDriver(Driver):
     name = "web"
     source: ClassVar[str] = "web"
     modes = ("hotkey", "button")
+    options: ClassVar[frozenset[str] | None] = frozenset(OPTIONS)
     programs = ("chromium",)
     network: ClassVar[str] = (
         "internet"  # the supervisor adds an uplink (reallymuted.testbed.uplink)
@@ -209,12 +210,6 @@ class WebAppDriver(Driver):
     @classmethod
     def check(cls, mode: str, options: Mapping[str, Any]) -> None:
         super().check(mode, options)
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(
-                f"driver web: unknown option(s) {', '.join(sorted(unknown))}; allowed: "
-                f"{', '.join(sorted(OPTIONS))}"
-            )
         entry = registry_entry(options, "web")
         parse_hotkey(entry["mute_hotkey"], "web")
 
@@ -387,13 +382,9 @@ class WebAppDriver(Driver):
         return {"method": "navigate away"}
 
     def stop(self) -> None:
-        for closer in (
+        close_quietly(
             lambda: self.browser.close(),
             lambda: self.ctx.procs.stop(self.proc, timeout=5.0),
             lambda: self.pw.stop(),
             lambda: self.console.close(),
-        ):
-            try:
-                closer()
-            except Exception:  # best effort: the runner kills whatever is left
-                continue
+        )
