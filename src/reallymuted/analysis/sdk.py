@@ -36,7 +36,7 @@ AUDIO_FIELD = re.compile(r"audiolevel|audioenergy|energy|volume|\blevel\b|micsco
 MUTING = ("track_enabled", "track_stop", "replace_track")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": [1]}}`` -> ``{"a.b[0]": 1}``: every leaf of a JSON record by its path.
 
     A string holding JSON is read as JSON too: rtcstats dumps carry their stats that way."""
@@ -48,12 +48,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
         return out
     if isinstance(value, list):
         out = {}
         for i, inner in enumerate(value):
-            out.update(_flatten(inner, f"{prefix}[{_report_id(inner) or i}]"))
+            out.update(flatten(inner, f"{prefix}[{_report_id(inner) or i}]"))
         return out
     return {prefix: value}
 
@@ -185,7 +185,7 @@ def telemetry_rows(
             record = json.loads(body) if body else None
         except json.JSONDecodeError:
             record = None
-        leaves = _flatten(record) if isinstance(record, dict | list) else {}
+        leaves = flatten(record) if isinstance(record, dict | list) else {}
         name = kind
         if isinstance(record, dict) and kind == "sdk:rtcstats":
             name = f"{kind}:{record.get('name')}"

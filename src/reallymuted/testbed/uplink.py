@@ -185,7 +185,7 @@ def preflight() -> None:
 def attach(netns: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Give ``netns`` its uplink (see the module docstring); return what was done."""
     p = plan(netns)
-    egress = default_egress()
+    egress = str(options.get("egress") or default_egress())
     servers = resolvers(options)
     facts: dict[str, Any] = {"interface": NS_IF, "host_if": p.host_if, "ns_addr": p.ns_addr}
     facts.update(egress=egress, nft_table=p.table, dns=servers)
