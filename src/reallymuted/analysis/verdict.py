@@ -42,9 +42,9 @@ def packets_of(session: Path, manifest: dict[str, Any]) -> pd.DataFrame:
     packets = extract.read_packets(session / "traffic.pcapng", float(manifest["start_epoch"]))
     address = (manifest.get("client") or {}).get("address")
     if address:
-        packets["direction"] = np.select(
-            [packets.src == address, packets.dst == address], ["sent", "received"], "other"
-        )
+        sent = packets.src.eq(address).fillna(False).to_numpy(bool)
+        received = packets.dst.eq(address).fillna(False).to_numpy(bool)
+        packets["direction"] = np.select([sent, received], ["sent", "received"], "other")
     return packets
 
 
@@ -123,6 +123,8 @@ def load_audit(
     events = read_jsonl(session / "events.jsonl")
     segments = mute_segments(events)
     reads = extract.read_mic_trace(session / "mic_trace.jsonl")
+    numeric = ["t", "bytes", "frames", "dropped", "peak", "rms"]  # float even with no rows
+    reads[numeric] = reads[numeric].astype(float)
     reads["state"] = label_states(reads["t"], segments)
     packets = packets_of(session, manifest)
     packets["state"] = label_states(packets["t"], segments)

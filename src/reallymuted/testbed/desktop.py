@@ -49,13 +49,14 @@ from reallymuted.paths import MANIFEST
 from reallymuted.testbed import capture, netns, uplink
 from reallymuted.testbed.contract import EventLog, describe_exit, utc, write_lines
 from reallymuted.testbed.timeline import Timeline, recorded_events
-from reallymuted.testbed.user import AuditProblem, DesktopUser, as_user
+from reallymuted.testbed.user import AuditProblem, DesktopUser
 
 log = logging.getLogger("reallymuted.testbed.desktop")
 
 SOURCE = "desktop"
 NETNS_PREFIX = "rmaudit-"
-STATUS = "audit.status.json"  # while an audit runs: its namespace, PIDs and step
+STATUS = "audit.status.json"
+REAPER = Path(__file__).with_name("reaper.py")  # while an audit runs: its namespace, PIDs and step
 # Chromium-based apps (Chromium, Electron clients) capture in the audio service; these
 # processes never open an audio device, and Frida in a sandboxed renderer can crash it.
 CHROMIUM_SKIP = ("--type=renderer", "--type=gpu-process", "--type=zygote")
@@ -211,14 +212,13 @@ class AuditRecorder:
             self.event("client_attach", pids=self.roots)
             return
         user = self.plan.user
-        argv = [sys.executable, "-m", "reallymuted.testbed.reaper", f"--uid={user.uid}"]
-        argv += [f"--gid={user.gid}", f"--events={self.parts / 'reaper.jsonl'}", "--"]
-        argv += self.plan.command
-        # The app gets the person's session, and Python's own search path for the reaper.
-        env = {**user.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # The reaper is run as a script (standard library only): the app inherits exactly the
+        # person's session, not this Python's search path.
+        argv = [sys.executable, str(REAPER), f"--uid={user.uid}", f"--gid={user.gid}"]
+        argv += [f"--events={self.parts / 'reaper.jsonl'}", "--", *self.plan.command]
         stdin = None if self.plan.passthrough_stdin else subprocess.DEVNULL
         app = self.procs.start(
-            "app", self.in_netns(argv), env=env, stdin=stdin, output=self.logs / "app.log"
+            "app", self.in_netns(argv), env=user.env, stdin=stdin, output=self.logs / "app.log"
         )
         self.roots = [app.pid]
         self.event("client_start", pids=self.roots, argv=self.plan.command, uid=user.uid)
@@ -243,17 +243,14 @@ class AuditRecorder:
         )
         if tracer.popen.stdout is None or not tracer.popen.stdout.readline():
             raise AuditProblem(f"the tracer did not start: it {describe_exit(tracer.returncode())}")
-        self.stage.chmod(0o755)  # the OS witness runs as the user and writes its part here
-        self.parts.chmod(0o777)
+        # The OS witness opens its file as root, then becomes the user to reach their server.
         user = self.plan.user
         argv = [sys.executable, "-m", "reallymuted.testbed.soundserver", "watch"]
         argv += ["--out", str(self.parts / "mic_os.jsonl"), "--t0", repr(self.t0)]
-        argv += ["--interval", str(self.plan.poll_s)]
+        argv += ["--interval", str(self.plan.poll_s), f"--user={user.uid}"]
         argv += [a for root in self.roots for a in ("--root", str(root))]
         env = {**user.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.procs.start(
-            "os-witness", as_user(user, argv), env=env, output=self.logs / "witness.log"
-        )
+        self.procs.start("os-witness", argv, env=env, output=self.logs / "witness.log")
         self.event("witnesses_start", tracer=tracer.pid, skip=list(self.plan.skip))
 
     def check(self) -> None:
@@ -289,6 +286,14 @@ class AuditRecorder:
         if self.facts.get("uplink") is not None or self.facts["netns"]:
             cleanup["uplink_removed"] = uplink.detach(self.netns, self.facts.get("uplink") or {})
         if self.facts["netns"]:
+            # Frida's injection helper daemonises and outlives the tracer: whatever is left in
+            # the namespace now was started by our tools, and is stopped here, by PID
+            cleanup["strays_stopped"] = [
+                {"pid": pid, "comm": _comm(pid)} for pid in netns.pids(self.netns)
+            ]
+            for stray in cleanup["strays_stopped"]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stray["pid"], signal.SIGKILL)
             cleanup["killed_in_netns"] = netns.destroy(self.netns)
             cleanup["netns_removed"] = self.netns not in netns.names()
         (self.plan.out / STATUS).unlink(missing_ok=True)
@@ -299,7 +304,7 @@ class AuditRecorder:
         out = self.plan.out
         runner = read_jsonl(self.parts / "events.audit.jsonl")
         reaper = [
-            {**row, "t": round(row.pop("monotonic") - self.t0, 6)} for row in self._reaper_events()
+            {"t": round(row["monotonic"] - self.t0, 6), **row} for row in self._reaper_events()
         ]
         tracer = _read_part(self.parts / "events.tracer.jsonl")
         tracer += _read_part(self.parts / "events.file.jsonl")
@@ -386,6 +391,12 @@ def _read_part(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return "?"
+
+
 def _count_lines(path: Path) -> int:
     with contextlib.suppress(OSError), path.open("rb") as fh:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
@@ -437,9 +448,13 @@ def run_audit(plan: AuditPlan, timeline: Timeline) -> dict[str, Any]:
     except _Interrupted as exc:
         recorder.ended_by = f"interrupted ({exc}) at step {recorder.step}"
     except Exception as exc:
-        failure = f"{type(exc).__name__}: {exc} (at step {recorder.step})"
-        recorder.ended_by = "failure"
-        log.error("audit failed: %s", failure)
+        gone = recorder.app_gone()
+        if gone:  # our part failed because the app had gone (e.g. before it could be traced)
+            recorder.ended_by = f"{gone}, at step {recorder.step} ({exc})"
+        else:
+            failure = f"{type(exc).__name__}: {exc} (at step {recorder.step})"
+            recorder.ended_by = "failure"
+            log.error("audit failed: %s", failure)
     finally:
         for sig in previous:  # a second Ctrl-C must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)

@@ -95,6 +95,16 @@ def main_thread_asleep(pid: int) -> bool | None:
     return state == "S" and syscall[0].isdigit()
 
 
+def _role(pid: int) -> str:
+    """What a Chromium-based process is (``--type=utility --utility-sub-type=audio...``): the
+    command-line switches that say it, or "" (events name the process they are about)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    return " ".join(a for a in args if a.startswith(("--type=", "--utility-sub-type=")))
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -196,7 +206,7 @@ class TreeTracer:
 
     def attach(self, pid: int) -> bool:
         started = time.monotonic()
-        comm = _comm(pid)
+        comm, role = _comm(pid), _role(pid)  # read first: a failed injection can kill it
         asleep = self.wait_until_settled(pid)
         if not asleep and proc_stat(pid) is not None:
             log.warning("attaching to %d (%s) though its main thread stayed busy", pid, comm)
@@ -213,14 +223,20 @@ class TreeTracer:
             return False
         except FRIDA_ERRORS as exc:
             self.given_up.add(pid)
-            self.event("trace_error", pid=pid, comm=comm, error=f"{type(exc).__name__}: {exc}")
+            self.event(
+                "trace_error",
+                pid=pid,
+                comm=comm,
+                role=role,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             log.warning("attach to %d (%s) failed: %s: %s", pid, comm, type(exc).__name__, exc)
             return False
         with self.lock:
             self.sessions[pid] = (session, script)
         took = round(time.monotonic() - started, 3)
         # main_asleep false: attached while the main thread was busy (the risk described above)
-        self.event("trace_attach", pid=pid, comm=comm, took_s=took, main_asleep=asleep)
+        self.event("trace_attach", pid=pid, comm=comm, role=role, took_s=took, main_asleep=asleep)
         return True
 
     def attach_new(self) -> None:

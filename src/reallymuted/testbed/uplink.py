@@ -119,10 +119,13 @@ def up_commands(p: Plan, egress: str) -> list[list[str]]:
          "{ type nat hook postrouting priority srcnat; policy accept; }"],
         [*nft, "add", "rule", "ip", p.table, "post", "ip", "saddr", p.source, "oifname", egress,
          "masquerade"],
-        [*nft, "add", "chain", "ip", p.table, "fwd",
+        [*nft, "add", "chain", "ip", p.table, "accepted",
          "{ type filter hook forward priority filter; policy accept; }"],
-        [*nft, "add", "rule", "ip", p.table, "fwd", "iifname", p.host_if, "accept"],
-        [*nft, "add", "rule", "ip", p.table, "fwd", "oifname", p.host_if, "ct", "state",
+        [*nft, "add", "rule", "ip", p.table, "accepted", "iifname", p.host_if, "oifname", egress,
+         "accept"],
+        # the namespace's only way out is the egress: nothing is routed anywhere else
+        [*nft, "add", "rule", "ip", p.table, "accepted", "iifname", p.host_if, "drop"],
+        [*nft, "add", "rule", "ip", p.table, "accepted", "oifname", p.host_if, "ct", "state",
          "established,related", "accept"],
     ]  # fmt: skip
 

@@ -25,10 +25,8 @@ SESSION_VARIABLES = (
     "DBUS_SESSION_BUS_ADDRESS",
     "PULSE_SERVER",
     "PIPEWIRE_RUNTIME_DIR",
-    "LANG",
-    "PATH",
-    "HOME",
 )
+PERSONAL_VARIABLES = ("HOME", "PATH", "LANG")
 
 
 class AuditProblem(RuntimeError):
@@ -72,8 +70,9 @@ def desktop_user(
 ) -> DesktopUser:
     """The invoking user (``--user``, else sudo's ``SUDO_UID``) and their session's variables.
 
-    Our own environment wins over the session's (``sudo --preserve-env`` or the caller set it);
-    ``extra_env`` (``--env``) wins over both.
+    For the display, sound-server and bus variables our own environment wins over the
+    session's (``sudo --preserve-env`` or the caller set them); HOME, PATH and LANG come from
+    the session or the user's passwd entry only; ``extra_env`` (``--env``) wins over all.
     """
     sudo = uid is None
     if uid is None:
@@ -92,6 +91,9 @@ def desktop_user(
     env = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     env["XDG_RUNTIME_DIR"] = f"/run/user/{uid}"
+    for name in PERSONAL_VARIABLES:  # sudo's HOME and PATH are root's, not the person's
+        if session.get(name):
+            env[name] = session[name]
     for name in SESSION_VARIABLES:
         for origin in (session, environ):
             if origin.get(name):

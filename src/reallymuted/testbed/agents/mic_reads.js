@@ -1,4 +1,4 @@
-// Frida 17 agent: report every microphone read an app makes through PulseAudio or ALSA.
+// Frida 17 agent: report every microphone read an app makes through PulseAudio, ALSA or PipeWire.
 //
 // Loaded by reallymuted.testbed.tracing into each process of a client's tree. For every read that
 // returned samples it records the monotonic time (CLOCK_MONOTONIC, the session's clock), the
@@ -184,6 +184,165 @@ function hookPulseSimple(module) {
   });
 }
 
+// --- PipeWire (libpipewire-0.3) ----------------------------------------------------------
+// A native PipeWire client reads the microphone with pw_stream_dequeue_buffer on a capture
+// stream: the buffer it gets holds the samples of one graph cycle in datas[0] (chunk offset
+// and size). Clients of pipewire-pulse (Chromium...) use libpulse and are reported there.
+const SPA_TYPE_ID = 3;
+const SPA_TYPE_INT = 4;
+const SPA_TYPE_OBJECT = 15;
+const SPA_TYPE_CHOICE = 19;
+const SPA_TYPE_OBJECT_FORMAT = 0x40003;
+const SPA_PARAM_FORMAT = 4;
+const SPA_FORMAT_AUDIO_FORMAT = 0x10001;
+const SPA_FORMAT_AUDIO_CHANNELS = 0x10004;
+// enum spa_audio_format (interleaved, then planar: datas[0] holds the first channel).
+const SPA_FORMATS = { 258: 'u8', 259: 's16', 263: 's24_32', 267: 's32', 283: 'f32' };
+const SPA_PLANAR = { 513: 'u8', 514: 's16', 515: 's24_32', 516: 's32', 518: 'f32' };
+// pipewire-alsa's plugin dequeues on its own thread for an app that called snd_pcm_readi:
+// that read is reported at ALSA, the API the app called.
+const PW_ON_BEHALF = ['libasound_module_pcm_pipewire.so'];
+
+// {layout, frameBytes} from a SPA_PARAM_Format pod (struct spa_pod_object), null if it is not
+// a raw audio format we can measure. Props are {u32 key, u32 flags, spa_pod value} padded to 8.
+function podFormat(pod) {
+  if (pod.isNull() || pod.add(4).readU32() !== SPA_TYPE_OBJECT ||
+      pod.add(8).readU32() !== SPA_TYPE_OBJECT_FORMAT ||
+      pod.add(12).readU32() !== SPA_PARAM_FORMAT) return null;
+  const end = 8 + pod.readU32();
+  let fmt = null;
+  let channels = 1;
+  for (let off = 16; off + 16 <= end;) {
+    const key = pod.add(off).readU32();
+    const size = pod.add(off + 8).readU32();
+    let type = pod.add(off + 12).readU32();
+    let value = pod.add(off + 16);
+    if (type === SPA_TYPE_CHOICE) { // {u32 type, u32 flags, spa_pod child, values...}
+      type = value.add(12).readU32();
+      value = value.add(16);
+    }
+    if (key === SPA_FORMAT_AUDIO_FORMAT && type === SPA_TYPE_ID) fmt = value.readU32();
+    if (key === SPA_FORMAT_AUDIO_CHANNELS && type === SPA_TYPE_INT) channels = value.readS32();
+    off += 16 + ((size + 7) & ~7);
+  }
+  if (SPA_FORMATS[fmt] !== undefined) {
+    return { layout: SPA_FORMATS[fmt], frameBytes: LAYOUTS[SPA_FORMATS[fmt]].size * channels };
+  }
+  if (SPA_PLANAR[fmt] !== undefined) {
+    return { layout: SPA_PLANAR[fmt], frameBytes: LAYOUTS[SPA_PLANAR[fmt]].size };
+  }
+  return null;
+}
+
+// libpipewire has no getter for a stream's negotiated format, and the tracer attaches after
+// the stream has negotiated it (so its param_changed event is long gone). The stream keeps
+// the format in its private param list (struct param {u32 id; u32 flags; struct spa_list
+// link; struct spa_pod *param;} in pipewire/stream.c): find that list among the first bytes of
+// the stream by the list invariant (head->next->prev == head) and take the entry whose id is
+// SPA_PARAM_Format and whose pod is a Format object. Anything else is no format (no levels).
+function streamFormat(stream) {
+  const ps = Process.pointerSize;
+  for (let off = 0; off < 2048; off += ps) {
+    try {
+      const head = stream.add(off);
+      const first = head.readPointer();
+      if (first.isNull() || first.equals(head) || !first.add(ps).readPointer().equals(head)) {
+        continue;
+      }
+      let link = first;
+      for (let i = 0; i < 64 && !link.equals(head); i++) {
+        if (link.sub(8).readU32() === SPA_PARAM_FORMAT) {
+          const format = podFormat(link.add(2 * ps).readPointer());
+          if (format !== null) return format;
+        }
+        link = link.readPointer();
+      }
+    } catch (e) {
+      // not a list at this offset
+    }
+  }
+  return null;
+}
+
+function hookPipewire(module) {
+  const getProps = fn(module, 'pw_stream_get_properties', 'pointer', ['pointer']);
+  const propsGet = fn(module, 'pw_properties_get', 'pointer', ['pointer', 'pointer']);
+  const MEDIA_CLASS = Memory.allocUtf8String('media.class');
+  const streams = new Map(); // pw_stream* -> {capture, layout, frameBytes}
+  const callers = new Map(); // return address -> dequeued on behalf of another hooked API
+
+  // A capture stream is an audio input stream (media.class, which pw_stream_connect sets from
+  // the direction unless the app chose one); a virtual sink (Audio/Sink) is not a microphone.
+  function streamInfo(stream) {
+    const key = stream.toString();
+    let info = streams.get(key);
+    if (info === undefined) {
+      let cls = null;
+      if (getProps !== null && propsGet !== null) {
+        const props = getProps(stream);
+        const value = props.isNull() ? ptr(0) : propsGet(props, MEDIA_CLASS);
+        cls = value.isNull() ? null : value.readUtf8String();
+      }
+      info = { capture: cls !== null && cls.startsWith('Stream/Input/Audio'),
+        layout: null, frameBytes: 0 };
+      if (info.capture) {
+        const format = streamFormat(stream);
+        if (format !== null) Object.assign(info, format);
+      }
+      streams.set(key, info);
+    }
+    return info;
+  }
+
+  function onBehalf(address) {
+    const key = address.toString();
+    let found = callers.get(key);
+    if (found === undefined) {
+      const m = Process.findModuleByAddress(address);
+      found = m !== null && PW_ON_BEHALF.includes(m.name);
+      callers.set(key, found);
+    }
+    return found;
+  }
+
+  attach(module, 'pw_stream_destroy', {
+    onEnter(args) { streams.delete(args[0].toString()); },
+  });
+  attach(module, 'pw_stream_dequeue_buffer', {
+    onEnter(args) { enter(this); this.s = args[0]; this.ra = this.returnAddress; },
+    onLeave(ret) {
+      if (!leave(this) || ret.isNull() || onBehalf(this.ra)) return;
+      let info = streamInfo(this.s);
+      if (!info.capture) return;
+      const buffer = ret.readPointer(); // pw_buffer.buffer: struct spa_buffer *
+      if (buffer.isNull() || buffer.add(4).readU32() === 0) return; // no datas
+      // spa_buffer {u32 n_metas, n_datas; metas*; datas*}; spa_data {u32 type, flags;
+      // i64 fd; u32 mapoffset, maxsize; void *data; spa_chunk *chunk}; spa_chunk {u32 offset,
+      // size; i32 stride, flags}
+      const d = buffer.add(8 + Process.pointerSize).readPointer();
+      const maxsize = d.add(20).readU32();
+      const data = d.add(24).readPointer();
+      const chunk = d.add(24 + Process.pointerSize).readPointer();
+      if (chunk.isNull()) return;
+      const nbytes = Math.min(chunk.add(4).readU32(), maxsize);
+      if (nbytes === 0) return; // an empty cycle: nothing was read
+      const stride = chunk.add(8).readS32();
+      if (stride > 0 && info.frameBytes && stride !== info.frameBytes &&
+          stride !== info.stale) {
+        streams.delete(this.s.toString()); // renegotiated: look the format up again (once)
+        info = streamInfo(this.s);
+        info.stale = stride;
+      }
+      const perFrame = info.frameBytes || (stride > 0 ? stride : 0);
+      const frames = perFrame ? Math.floor(nbytes / perFrame) : null;
+      const offset = maxsize ? chunk.readU32() % maxsize : 0;
+      const start = data.isNull() ? ptr(0) : data.add(offset);
+      emit(this.t, 'pipewire:pw_stream_dequeue_buffer', this.tid, frames, nbytes,
+        levels(start, Math.min(nbytes, maxsize - offset), info.layout));
+    },
+  });
+}
+
 // --- ALSA (libasound) ------------------------------------------------------------------
 function hookAlsa(module) {
   const streamOf = fn(module, 'snd_pcm_stream', 'int', ['pointer']);
@@ -289,6 +448,7 @@ function install(module) {
     if (name.startsWith('libpulse.so')) hookPulse(module);
     else if (name.startsWith('libpulse-simple.so')) hookPulseSimple(module);
     else if (name.startsWith('libasound.so')) hookAlsa(module);
+    else if (name.startsWith('libpipewire-0.3.so')) hookPipewire(module);
   } catch (e) {
     send({ type: 'hook', module: name, symbol: '*', ok: false, error: String(e) });
   }

@@ -151,5 +151,33 @@ async function leave() {
   return {};
 }
 
+// Opened by a person rather than Playwright (`reallymuted audit` tests it as a desktop app):
+// meeting.html#autojoin&mode=soft&telemetry=/telemetry joins at load, the key m toggles the
+// mute like a real app's hotkey, and with `telemetry` the page posts its sender's audio level
+// every 2 s, as a web app's quality telemetry does, to that URL of the server it came from.
+async function autojoin(params) {
+  await join({ mode: params.get('mode') || 'soft' });
+  const show = () => { document.title = state.muted ? 'muted' : 'unmuted'; };
+  show();
+  document.addEventListener('keydown', async (e) => {
+    if (e.key === 'm') { await setMuted(!state.muted); show(); }
+  });
+  const url = params.get('telemetry');
+  if (url) {
+    setInterval(async () => {
+      let level = null;
+      (await state.pc1.getStats()).forEach((r) => {
+        if (r.type === 'media-source' && r.kind === 'audio') level = r.audioLevel;
+      });
+      fetch(url, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ epoch_ms: Date.now(), muted: state.muted, audioLevel: level }),
+      }).catch(() => {});
+    }, 2000);
+  }
+}
+
 Object.assign(window, { prepare, join, setMuted, leave, drainLog });
 window.prepared = prepare();
+const pageParams = new URLSearchParams(location.hash.slice(1));
+if (pageParams.has('autojoin')) window.prepared.then(() => autojoin(pageParams));
