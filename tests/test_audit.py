@@ -15,6 +15,8 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -117,7 +119,9 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
         )
         conf = root / "baresip"
         conf.mkdir()
-        (conf / "config").write_text(baresip_config(PEER_ADDR, PEER_SIP, "ausine,440", []))
+        (conf / "config").write_text(
+            baresip_config(PEER_ADDR, PEER_SIP, "ausine,440", [], 48000, 2)
+        )
         (conf / "accounts").write_text(
             f"<sip:bob@{PEER_ADDR}:{PEER_SIP}>;regint=0;answermode=auto;audio_codecs=PCMU\n"
         )
@@ -149,18 +153,28 @@ def _port_open(name: str, port: int) -> bool:
     return f":{port}" in probe.stdout
 
 
-def baresip_config(address: str, sip_port: int, source: str, extra: list[str]) -> str:
+def baresip_config(
+    interface: str,
+    sip_port: int,
+    source: str,
+    extra: list[str],
+    rate: int = 8000,
+    channels: int = 1,
+) -> str:
+    """A baresip configuration; ``interface``: an address, or an interface name (baresip
+    wants a real address: the audit's namespace address is known only once it runs)."""
     modules = "/usr/lib/baresip/modules"
+    listen = [f"sip_listen {interface}:{sip_port}"] if interface[0].isdigit() else []
     lines = [
         "poll_method epoll",
-        f"sip_listen {address}:{sip_port}",
-        f"net_interface {address}",
+        *listen,
+        f"net_interface {interface}",
         f"audio_source {source}",
         "audio_player aubridge,nil",
         "audio_alert aubridge,nil",
-        "ausrc_srate 8000",
-        "auplay_srate 8000",
-        "ausrc_channels 1",
+        f"ausrc_srate {rate}",
+        f"auplay_srate {rate}",
+        f"ausrc_channels {channels}",
         "rtp_ports 20000-20009",
         f"module_path {modules}",
         "module g711.so",
@@ -362,8 +376,8 @@ def run_client_audit(
     conf = Path(desktop.env["HOME"]) / "baresip-audit"
     conf.mkdir(exist_ok=True)
     ctrl_tcp = ["module_app ctrl_tcp.so", "ctrl_tcp_listen 127.0.0.1:4444"]
-    (conf / "config").write_text(baresip_config("0.0.0.0", 5060, "alsa,pulse", ctrl_tcp))
-    (conf / "accounts").write_text("<sip:alice@0.0.0.0:5060>;regint=0;audio_codecs=PCMU\n")
+    (conf / "config").write_text(baresip_config("uplink0", 5060, "alsa,pulse", ctrl_tcp))
+    (conf / "accounts").write_text("<sip:alice@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
     (conf / "contacts").write_text("")
     for path in (conf, *conf.iterdir()):
         os.chown(path, desktop.uid, desktop.gid)
@@ -454,3 +468,228 @@ def test_the_audit_labels_each_client_as_the_testbed_does(
         # the uplink (NAT: the peer saw the host's address, never the namespace's)
         assert any(u["level_fields"] for u in verdict["uploads_clear"]), said
         assert f'{HOST_ADDR} "POST /telemetry' in peer.log.read_text()
+
+
+# --- the person at the terminal, isolation, interruptions ------------------------------------
+
+RECORDER = ["parec", "--raw", "/dev/null"]  # a plain libpulse recorder: reads continuously
+PULSE_ONLY = pytest.mark.parametrize("desk", ["pulseaudio"], indirect=True)
+
+
+def audit_env(desktop: Desktop) -> dict[str, str]:
+    """What the audit sees of a person's session when run through sudo (see start_audit)."""
+    return {
+        **os.environ,
+        **{k: v for k, v in desktop.env.items() if k not in ("HOME", "PATH")},
+        "SUDO_UID": str(desktop.uid),
+        "SUDO_GID": str(desktop.gid),
+    }
+
+
+def left_behind(desktop: Desktop) -> list[str]:
+    """Whatever an audit made that still exists: namespaces, uplink veths and NAT tables, and
+    processes of the desktop's user other than the desktop's own."""
+    found = [n for n in netns.names() if n.startswith(NETNS_PREFIX)]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [w for w in links.split() if w.startswith("rmu-")]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [w for w in tables.split() if w.startswith("reallymuted_")]
+    own = set(desktop.pids.values()) | netns.descendants(desktop.pids.values())
+    users = subprocess.run(
+        ["ps", "-u", str(desktop.uid), "-o", "pid=,comm="], capture_output=True, text=True
+    ).stdout
+    found += [line for line in users.splitlines() if int(line.split()[0]) not in own]
+    return found
+
+
+def tmux(socket_path: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["tmux", "-S", str(socket_path), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def wait_screen(socket_path: Path, text: str, timeout: float = 40.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = tmux(socket_path, "capture-pane", "-p", "-t", "audit")
+        if text in screen:
+            return screen
+        assert time.monotonic() < deadline, f"{text!r} never shown:\n{screen}"
+        time.sleep(0.2)
+
+
+@PULSE_ONLY
+def test_interactive_mode_through_tmux(desk: Desktop, tmp_path: Path) -> None:
+    """A person in a terminal: m when they mute, u when they unmute, q to end; the screen shows
+    the state and live counters, then the verdict."""
+    out = tmp_path / "audit"
+    socket_path = tmp_path / "tmux.sock"
+    env = audit_env(desk)
+    argv = [str(REALLYMUTED), "audit", "--interactive", "--app=parec", f"--out={out}"]
+    argv += [f"--egress={_egress()}", f"--dns={PEER_ADDR}", f"--env=HOME={desk.env['HOME']}"]
+    argv += ["--", *RECORDER]
+    tmux(socket_path, "-f", "/dev/null", "new-session", "-d", "-s", "audit", "-x", "110",
+         "-y", "45", "env", *[f"{k}={v}" for k, v in env.items()], *argv)  # fmt: skip
+    try:
+        tmux(socket_path, "set-option", "-t", "audit", "remain-on-exit", "on")
+        screen = wait_screen(socket_path, "you are      unmuted")
+        assert "press m when you mute" in screen
+        deadline = time.monotonic() + 20
+        while "0 microphone reads" in tmux(socket_path, "capture-pane", "-p", "-t", "audit"):
+            assert time.monotonic() < deadline, "the app's reads never showed"
+            time.sleep(0.2)
+        time.sleep(3)
+        tmux(socket_path, "send-keys", "-t", "audit", "m")
+        screen = wait_screen(socket_path, "you are      MUTED")
+        assert "sound server feeding the app" in screen
+        time.sleep(5)
+        tmux(socket_path, "send-keys", "-t", "audit", "u")
+        wait_screen(socket_path, "you are      unmuted")
+        time.sleep(3)
+        tmux(socket_path, "send-keys", "-t", "audit", "q")
+        verdict_screen = wait_screen(socket_path, "evidence:", timeout=60)
+    finally:
+        subprocess.run(["tmux", "-S", str(socket_path), "kill-server"], check=False)
+    assert "POLICY WHILE MUTED: continuous" in verdict_screen
+    assert "ended: the person pressed q" in verdict_screen
+    events = read_jsonl(out / "events.jsonl")
+    keys = [(e["event"], e.get("via")) for e in events if e["event"] in ("mute", "unmute")]
+    assert keys == [("mute", "key"), ("unmute", "key")]
+    verdict = json.loads((out / "verdict.json").read_text())
+    muted = next(s for s in verdict["states"] if s["state"] == "muted")
+    assert muted["app_reads_per_s"] > 20 and muted["os_read_share"] > 0.9
+    assert not left_behind(desk)
+
+
+SENDER = textwrap.dedent(
+    """
+    import socket, subprocess, sys, time
+    recorder = subprocess.Popen(sys.argv[2:])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(int(sys.argv[1])):
+        s.sendto(b"sent-by-the-app", ("PEER", 9998))
+        time.sleep(0.1)
+    recorder.terminate()
+    recorder.wait()
+    """
+).replace("PEER", PEER_ADDR)
+
+
+@PULSE_ONLY
+def test_only_the_apps_packets_are_captured_and_they_leave_through_the_uplink(
+    desk: Desktop, peer: Peer, tmp_path: Path
+) -> None:
+    out = tmp_path / "audit"
+    timeline = out.parent / "events.jsonl"
+    timeline.write_text("")
+    app = ["/usr/bin/python3", "-c", SENDER, "60", *RECORDER]
+    audit = start_audit("sender", desk, out, [f"--events={timeline}"], app)
+    name = audit.netns()
+    links = subprocess.run(["ip", "-n", name, "-o", "link"], capture_output=True, text=True)
+    assert sorted(line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()) \
+        == ["lo", "uplink0"]  # fmt: skip
+    routes = subprocess.run(["ip", "-n", name, "route"], capture_output=True, text=True).stdout
+    assert routes.startswith("default via 10.231.") and "dev uplink0" in routes
+    # another program of the same machine talks to the same peer meanwhile
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(30):
+        other.sendto(b"sent-by-another-program", (PEER_ADDR, 9999))
+        time.sleep(0.1)
+    rc, said, _ = audit.finish()
+    assert rc == 0, said
+    fields = subprocess.run(
+        ["tshark", "-r", str(out / "traffic.pcapng"), "-T", "fields", "-e", "ip.src", "-e",
+         "udp.dstport", "-Y", "udp and not icmp"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    pairs = {tuple(line.split("\t")) for line in fields if line}
+    address = json.loads((out / MANIFEST).read_text())["client"]["address"]
+    assert (address, "9998") in pairs
+    assert not [p for p in pairs if p[1] == "9999" or p[0] != address]
+    assert f"{PEER_ADDR}:9998" in said  # a destination of the verdict
+    assert not left_behind(desk)
+
+
+@PULSE_ONLY
+def test_ctrl_c_still_writes_the_evidence_and_leaves_nothing(desk: Desktop, tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    timeline = out.parent / "events.jsonl"
+    timeline.write_text("")
+    audit = start_audit("parec", desk, out, [f"--events={timeline}"], RECORDER)
+    audit.netns()
+    time.sleep(4)  # let it record a little
+    audit.proc.send_signal(signal.SIGINT)
+    rc, said, verdict = audit.finish()
+    assert rc == 0, said
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["ended_by"].startswith("interrupted (SIGINT)")
+    assert "ended: interrupted (SIGINT)" in said
+    assert {"events.jsonl", "mic_trace.jsonl", "traffic.pcapng", "client.log"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert any(r["api"].startswith("pulse:") for r in read_jsonl(out / "mic_trace.jsonl"))
+    assert verdict["app_events"][0]["event"] == "stop_requested"
+    assert not left_behind(desk)
+
+
+CRASHER = textwrap.dedent(
+    """
+    import ctypes, subprocess, sys, time
+    # the recorder forks away: a session of its own, and it outlives this launcher
+    subprocess.Popen(sys.argv[1:], start_new_session=True)
+    time.sleep(3)
+    ctypes.string_at(0)  # a real segmentation fault
+    """
+)
+
+
+@PULSE_ONLY
+def test_an_app_that_crashes_after_forking_away_is_followed_to_the_end(
+    desk: Desktop, tmp_path: Path
+) -> None:
+    out = tmp_path / "audit"
+    timeline = out.parent / "events.jsonl"
+    timeline.write_text("")
+    app = ["/usr/bin/python3", "-c", CRASHER, *RECORDER]
+    audit = start_audit("crasher", desk, out, [f"--events={timeline}", "--duration=9"], app)
+    rc, said, verdict = audit.finish()
+    assert rc == 0, said
+    exits = {e["event"]: e for e in verdict["app_events"] if e["event"].endswith("_exit")}
+    assert len([e for e in verdict["app_events"] if e["event"] == "orphan_exit"]) == 1
+    assert exits["app_exit"]["signal"] == "SIGSEGV"
+    crashed_at = exits["app_exit"]["t"]
+    assert "app_exit" in said and "SIGSEGV" in said
+    # the recorder kept being traced after its launcher crashed, until the audit stopped it
+    reads = [r for r in read_jsonl(out / "mic_trace.jsonl") if r["api"].startswith("pulse:")]
+    assert max(r["t"] for r in reads) > crashed_at + 3
+    stopped = next(e for e in verdict["app_events"] if e["event"] == "stop_requested")
+    assert stopped["pids"] == [exits["orphan_exit"]["pid"]]  # the audit stopped it, at the end
+    assert json.loads((out / MANIFEST).read_text())["ended_by"].startswith("the duration")
+    assert not left_behind(desk)
+
+
+@PULSE_ONLY
+def test_attaching_to_a_running_app_records_it_and_leaves_it_running(
+    desk: Desktop, tmp_path: Path
+) -> None:
+    recorder = desk.start("parec-running", RECORDER)
+    try:
+        time.sleep(1)
+        out = tmp_path / "audit"
+        timeline = out.parent / "events.jsonl"
+        timeline.write_text("")
+        env = audit_env(desk)
+        argv = [str(REALLYMUTED), "audit", f"--pid={recorder.pid}", f"--out={out}"]
+        argv += [f"--events={timeline}", "--duration=5", f"--env=HOME={desk.env['HOME']}"]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert manifest["isolated"] is False and manifest["netns"] is None
+        assert "the capture holds the whole host's traffic" in done.stdout
+        reads = read_jsonl(out / "mic_trace.jsonl")
+        assert any(r["api"] == "pulse:pa_stream_peek" and r["pid"] == recorder.pid for r in reads)
+        assert any(r["api"] == "os:pulse-stream" and r["bytes"] for r in reads)
+        assert recorder.poll() is None  # not ours to stop
+    finally:
+        desk.stop("parec-running")

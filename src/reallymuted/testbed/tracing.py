@@ -64,6 +64,7 @@ APIS = (
     "alsa:snd_pcm_readi",
     "alsa:snd_pcm_readn",
     "alsa:snd_pcm_mmap_commit",
+    "pipewire:pw_stream_dequeue_buffer",
 )
 
 
