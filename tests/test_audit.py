@@ -49,7 +49,7 @@ WEB = SRC / "reallymuted/testbed/web"  # the meeting page, served by the peer
 REALLYMUTED = Path(sys.executable).parent / "reallymuted"
 PEER_ADDR, HOST_ADDR = "10.233.0.2", "10.233.0.1"
 PEER_SIP = 5062
-SCHEDULE = [("unmuted", 4.0), ("muted", 6.0), ("unmuted", 4.0)]
+SCHEDULE = [("unmuted", 3.0), ("muted", 5.0), ("unmuted", 3.0)]
 # (client, mute mode) as the testbed names them
 CLIENTS = [
     ("chromium", "soft"),

@@ -247,8 +247,9 @@ def test_pw_record_reads_are_traced_with_their_level(
 
 
 def test_the_witness_started_as_root_drops_to_the_user(pulseaudio: Desktop) -> None:
-    """``--user``: the interpreter starts as root (it may live where the user cannot run it),
-    then becomes the user, as the server's socket and cookie require."""
+    """``--user``: the interpreter starts as root (it may live where the user cannot run it)
+    and opens its output there (the audit's folder is root's), then becomes the user, as the
+    server's socket and cookie require."""
     desktop, out = pulseaudio, pulseaudio.logs / "watch-root.jsonl"
     with running(desktop, "parec-root", [*PAREC, "/dev/null"]) as parec:
         argv = [*watch_argv(desktop, out, parec.pid), "--user", str(desktop.uid)]
@@ -258,6 +259,6 @@ def test_the_witness_started_as_root_drops_to_the_user(pulseaudio: Desktop) -> N
         watcher.terminate()
         assert watcher.wait(10) == 0, watcher.stderr.read()
     assert f"Uid:\t{desktop.uid}\t{desktop.uid}\t{desktop.uid}" in status
-    assert out.stat().st_uid == desktop.uid
+    assert out.stat().st_uid == 0  # opened before the drop
     rows = read_jsonl(out)
     assert any(r["bytes"] > 0 and r["streams"][0]["pid"] == parec.pid for r in rows)
