@@ -462,6 +462,7 @@ def test_the_audit_labels_each_client_as_the_testbed_does(
     assert manifest["sound_server"] == server
     assert "POLICY WHILE MUTED" in said and str(out.resolve()) in said
     assert (out / "timeline.png").stat().st_size > 10_000
+    assert {p.stat().st_uid for p in [out, *out.iterdir()]} == {desk.uid}  # handed over
     assert not [n for n in netns.names() if n.startswith(NETNS_PREFIX)]
     if client == "chromium":
         # the page's telemetry is in clear: its level field is found, and it came in through

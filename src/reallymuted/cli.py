@@ -226,6 +226,7 @@ def run_audit(args: argparse.Namespace) -> int:
         print(f"reallymuted: the audit could not start: {manifest['failure']}", file=sys.stderr)
         return 1
     verdict = write_verdict(plan.out)
+    desktop.hand_over(plan.out, user)  # the verdict's files too
     print(json.dumps(verdict, indent=1) if args.json else screen(verdict))
     return 1 if manifest["status"] == "failed" else EXIT_OK
 

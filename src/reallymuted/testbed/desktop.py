@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -241,7 +242,8 @@ class AuditRecorder:
             text=True,
             env={**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp)},
         )
-        if tracer.popen.stdout is None or not tracer.popen.stdout.readline():
+        ready = select.select([tracer.popen.stdout], [], [], 30.0)[0] if tracer.popen.stdout else []
+        if not ready or not tracer.popen.stdout.readline():
             raise AuditProblem(f"the tracer did not start: it {describe_exit(tracer.returncode())}")
         # The OS witness opens its file as root, then becomes the user to reach their server.
         user = self.plan.user
@@ -324,7 +326,7 @@ class AuditRecorder:
             shutil.copyfile(pcap, out / "traffic.pcapng")
         manifest = self.manifest(events, cleanup, failure, opened)
         write_json(out / MANIFEST, manifest)
-        self.hand_over()
+        hand_over(out, self.plan.user)
         return manifest
 
     def manifest(
@@ -372,13 +374,13 @@ class AuditRecorder:
             "cleanup": dict(cleanup),
         }
 
-    def hand_over(self) -> None:
-        """The evidence belongs to the person who ran the audit, not to root."""
-        uid, gid = self.plan.user.uid, self.plan.user.gid
-        for path in [self.plan.out, *self.plan.out.iterdir()]:
-            with contextlib.suppress(OSError):
-                os.chown(path, uid, gid)
-                path.chmod(0o755 if path.is_dir() else 0o644)
+
+def hand_over(folder: Path, user: DesktopUser) -> None:
+    """The evidence belongs to the person who ran the audit, not to root."""
+    for path in [folder, *folder.iterdir()]:
+        with contextlib.suppress(OSError):
+            os.chown(path, user.uid, user.gid)
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _read_part(path: Path) -> list[dict[str, Any]]:
