@@ -294,10 +294,7 @@ def chromium_command(desktop: Desktop, peer: Peer, mode: str) -> list[str]:
         "--password-store=basic",
         "--disable-gpu",
         f"--user-data-dir={home}/chromium-{mode}",
-        "--use-fake-ui-for-media-stream",
-        # as the testbed runs it: a process in Chromium's seccomp sandbox is killed by the
-        # sandbox when Frida injects into it (docs/audit.md), which would be a different client
-        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",  # (sandbox on, as on a person's desktop)
         f"--unsafely-treat-insecure-origin-as-secure={peer.url}",
         f"--app={page}",
     ]
@@ -465,6 +462,13 @@ def test_the_audit_labels_each_client_as_the_testbed_does(
     assert {p.stat().st_uid for p in [out, *out.iterdir()]} == {desk.uid}  # handed over
     assert not [n for n in netns.names() if n.startswith(NETNS_PREFIX)]
     if client == "chromium":
+        # with its sandbox on, every process it was injected into survived, and the audio
+        # service was among them
+        events = read_jsonl(out / "events.jsonl")
+        assert not [e for e in events if e["event"] == "trace_error"]
+        assert not [e for e in verdict["app_events"] if e.get("signal") == "SIGSEGV"]
+        roles = {e.get("role") for e in events if e["event"] == "trace_attach"}
+        assert "--type=utility --utility-sub-type=audio.mojom.AudioService" in roles
         # the page's telemetry is in clear: its level field is found, and it came in through
         # the uplink (NAT: the peer saw the host's address, never the namespace's)
         assert any(u["level_fields"] for u in verdict["uploads_clear"]), said

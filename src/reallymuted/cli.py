@@ -153,7 +153,7 @@ def add_audit_commands(subparsers: Subparsers) -> None:
         action="append",
         metavar="TEXT",
         help="do not trace processes whose command line has TEXT (default: Chromium's "
-        "renderer, GPU and zygote processes)",
+        "renderer, GPU, zygote, broker and storage-service processes)",
     )
     audit.add_argument("--json", action="store_true", help="print the verdict as JSON")
     audit.set_defaults(handler=run_audit)

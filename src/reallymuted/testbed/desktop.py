@@ -58,9 +58,17 @@ SOURCE = "desktop"
 NETNS_PREFIX = "rmaudit-"
 STATUS = "audit.status.json"
 REAPER = Path(__file__).with_name("reaper.py")  # while an audit runs: its namespace, PIDs and step
-# Chromium-based apps (Chromium, Electron clients) capture in the audio service; these
-# processes never open an audio device, and Frida in a sandboxed renderer can crash it.
-CHROMIUM_SKIP = ("--type=renderer", "--type=gpu-process", "--type=zygote")
+# Chromium-based apps (Chromium, Electron clients) capture in the audio service. These
+# processes never open an audio device, and Frida cannot be injected into them with their
+# sandbox on (the storage service: "bootstrapper failed"; the broker crashed), so they are
+# not traced: a person's browser must not lose a process to the audit.
+CHROMIUM_SKIP = (
+    "--type=renderer",
+    "--type=gpu-process",
+    "--type=zygote",
+    "--type=broker",
+    "storage.mojom.StorageService",
+)
 # client.log: one section per part's log
 LOG_SECTIONS = (
     ("app", "app.log"),

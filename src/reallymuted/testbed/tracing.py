@@ -100,7 +100,9 @@ def _role(pid: int) -> str:
     """What a Chromium-based process is (``--type=utility --utility-sub-type=audio...``): the
     command-line switches that say it, or "" (events name the process they are about)."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        # a process title set by the process itself has spaces, not NULs, between arguments
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        args = raw.decode(errors="replace").split()
     except OSError:
         return ""
     return " ".join(a for a in args if a.startswith(("--type=", "--utility-sub-type=")))
