@@ -7,7 +7,8 @@ to that session's namespace only:
 * a veth pair: ``rmu-<id>`` in the host namespace, ``uplink0`` inside, on a /30 of
   10.231.0.0/16 chosen from the namespace name, with the default route through the host side;
 * NAT: an nftables table of its own (``reallymuted_<id>``) masquerading the namespace's address
-  out of the host's default-route interface and accepting its forwarded traffic, plus
+  out of the host's default-route interface (the egress), accepting its forwarded traffic
+  there and dropping whatever it would send anywhere else, plus
   ``net.ipv4.ip_forward=1`` (restored afterwards if this session turned it on);
 * DNS: ``/etc/netns/<namespace>/resolv.conf`` (``ip netns exec`` mounts it over
   ``/etc/resolv.conf``) with the host's upstream resolvers, or the driver option ``dns``.
@@ -19,7 +20,9 @@ nothing else of the host, as on the testbed. Everything added is removed with th
 Before any of that, :func:`internet_problem` checks from the host that the app's server can be
 resolved and reached with a verified TLS handshake (a firewall that accepts every TCP
 connection does not pass), so a machine without internet refuses the session at preflight.
-Not yet run on a host with internet access: the NAT path is tested only for its commands.
+``reallymuted audit`` gives the namespace of the app it audits the same uplink (with the
+options ``egress`` and ``dns``); its tests run the NAT path for real, towards a peer namespace
+on the same machine. Not yet run on a host with internet access.
 """
 
 from __future__ import annotations

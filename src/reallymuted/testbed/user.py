@@ -42,10 +42,6 @@ class DesktopUser:
     name: str
     env: dict[str, str]
 
-    @property
-    def runtime_dir(self) -> str:
-        return self.env["XDG_RUNTIME_DIR"]
-
 
 def _session_environ(uid: int) -> dict[str, str]:
     """The environment of the nearest ancestor running as ``uid`` (the shell sudo ran from):
