@@ -77,3 +77,21 @@ def test_a_hotkey_schedule_phase_is_checked() -> None:
     for bad in ("silent:3", "muted:0", "muted:x", "muted"):
         with pytest.raises(ValueError, match="phase"):
             parse_phase(bad)
+
+
+def test_the_command_line_refuses_what_cannot_be_audited(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reallymuted.cli import main
+
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    assert main(["audit", "--events=x.jsonl"]) == 2  # neither a command nor --pid
+    assert "give the app to run after --" in capsys.readouterr().err
+    # --pid with a registry app attaches to it: the registry's command is not started too
+    assert main(["audit", "--pid=1", "--app=zoom", "--events=x.jsonl"]) == 2
+    assert "whose desktop?" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # argparse: one timeline at a time
+        main(["audit", "--hotkey=m", "--events=x.jsonl", "--", "app"])
+    assert "not allowed with" in capsys.readouterr().err
+    assert main(["audit", "--hotkey=m", "--", "app"]) == 2
+    assert "--hotkey needs its schedule" in capsys.readouterr().err

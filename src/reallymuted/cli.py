@@ -190,7 +190,8 @@ def run_audit(args: argparse.Namespace) -> int:
         print(recipe_table(recipes))
         return EXIT_OK
     recipe = recipes.get(args.app or "")
-    command = list(args.command) or (list(recipe.command) if recipe else [])
+    # the registry's command when none is given, unless attaching to a running app
+    command = list(args.command) or (list(recipe.command) if recipe and not args.pid else [])
     if bool(command) == (args.pid is not None):
         return _fail("give the app to run after -- (or --app with a registry recipe), or --pid")
     hotkey = args.hotkey or None
@@ -225,8 +226,14 @@ def run_audit(args: argparse.Namespace) -> int:
     if "source" not in manifest:  # nothing was recorded
         print(f"reallymuted: the audit could not start: {manifest['failure']}", file=sys.stderr)
         return 1
-    verdict = write_verdict(plan.out)
-    desktop.hand_over(plan.out, user)  # the verdict's files too
+    try:
+        verdict = write_verdict(plan.out)
+    except Exception as exc:  # the evidence is written: say where, and why no verdict
+        print(f"reallymuted: no verdict ({type(exc).__name__}: {exc}); the evidence is in "
+              f"{plan.out.resolve()}", file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        desktop.hand_over(plan.out, user)  # the verdict's files too
     print(json.dumps(verdict, indent=1) if args.json else screen(verdict))
     return 1 if manifest["status"] == "failed" else EXIT_OK
 
