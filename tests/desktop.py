@@ -225,6 +225,12 @@ def _start_pipewire(desktop: Desktop) -> None:
         ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus}"],
     )
     desktop.wait_for("the D-Bus session bus", bus.is_socket, ["dbus"])
+    # as on a PipeWire desktop: no client may autospawn a PulseAudio beside pipewire-pulse
+    config = Path(desktop.env["HOME"]) / ".config" / "pulse"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "client.conf").write_text("autospawn = no\n")
+    for path in (config.parent, config, config / "client.conf"):
+        os.chown(path, desktop.uid, desktop.gid)
     desktop.start("pipewire", ["pipewire"])
     desktop.wait_for("pipewire", lambda: bool(_pw_objects(desktop)), ["pipewire"])
     desktop.start("wireplumber", ["wireplumber"])
@@ -234,8 +240,13 @@ def _start_pipewire(desktop: Desktop) -> None:
         ["pipewire", "wireplumber"],
     )
     desktop.start("pipewire-pulse", ["pipewire-pulse"])
+    # pactl only once the socket is there: a client finding no server may autospawn a
+    # PulseAudio, whose runtime directory then makes pipewire-pulse exit ("File exists")
+    socket = desktop.runtime / "pulse" / "native"
     desktop.wait_for(
-        "pipewire-pulse", lambda: bool(desktop.run(["pactl", "info"])), ["pipewire-pulse"]
+        "pipewire-pulse",
+        lambda: socket.exists() and bool(desktop.run(["pactl", "info"])),
+        ["pipewire-pulse"],
     )
     options = f"format=s16le rate={RATE} channels={CHANNELS} source_name=mic".split()
     options.append("source_properties=device.description=TestbedMic")
