@@ -16,8 +16,19 @@ function connected(pc, timeoutMs) {
 }
 
 // The nominated, succeeded candidate pair of `pc` (anything with getStats()), as
-// {local, remote, protocol}; null before ICE has chosen one.
-async function selectedPair(pc) {
+// {local, remote, protocol}; null if ICE has chosen none within `waitMs`. Stats can lag the
+// connection state by a moment: a pair asked for just after "connected" may not be there yet
+// (seen once in CI: a Webex library session failed its join for it).
+async function selectedPair(pc, waitMs = 3000) {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const found = await currentPair(pc);
+    if (found !== null || Date.now() > deadline) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function currentPair(pc) {
   const stats = await pc.getStats();
   let pair = null;
   stats.forEach((s) => {
