@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reallymuted.analysis import pcapread
 from reallymuted.analysis.evidence import label_states, load_manifest, mute_segments
 from reallymuted.io import DataError, read_jsonl, write_parquet
 
@@ -225,18 +226,40 @@ def read_packets(
     audio_level_ext_id: int = 1,
     decode_as: list[str] | None = None,
     server_ports: set[int] | None = None,
+    reader: str = "native",
 ) -> pd.DataFrame:
     """One row per packet, time ``t`` in seconds since the session start.
+
+    ``reader`` is ``native`` (:mod:`reallymuted.analysis.pcapread`, several times faster) or
+    ``tshark`` (``tshark -T fields``, the oracle the native reader is tested against).
 
     ``direction`` is ``sent`` when the source port is one of the measured client's ports or
     the destination is one of the servers it talks to from ephemeral ports (e.g. a telemetry
     collector), ``received`` for the reverse, and ``other`` otherwise (e.g. the peer's own
     traffic); with no ports given every packet is ``unknown``.
     """
-    raw = run_tshark(pcap, decode_as)
-    if not raw.strip():
-        return pd.DataFrame(columns=PACKET_COLUMNS)
-    table = parse_fields(raw)
+    if reader == "native":
+        out = pcapread.packet_table(pcap, audio_level_ext_id, decode_as)
+        out["t"] = out["time_epoch"] - start_epoch
+    elif reader == "tshark":
+        raw = run_tshark(pcap, decode_as)
+        if not raw.strip():
+            return pd.DataFrame(columns=PACKET_COLUMNS)
+        out = _tshark_table(parse_fields(raw), start_epoch, audio_level_ext_id)
+    else:
+        raise ValueError(f"reader {reader!r}: expected 'native' or 'tshark'")
+    if client_ports or server_ports:
+        ports, servers = list(client_ports or ()), list(server_ports or ())
+        to_client = out.dport.isin(ports).fillna(False) | out.sport.isin(servers).fillna(False)
+        from_client = out.sport.isin(ports).fillna(False) | out.dport.isin(servers).fillna(False)
+        out["direction"] = np.select([from_client, to_client], ["sent", "received"], "other")
+    else:
+        out["direction"] = "unknown"
+    return out[PACKET_COLUMNS]
+
+
+def _tshark_table(table: pd.DataFrame, start_epoch: float, audio_level_ext_id: int) -> pd.DataFrame:
+    """tshark's field columns as the packet table (without ``direction``)."""
     number = table
     sport = number["udp_src"].fillna(number["tcp_src"])
     dport = number["udp_dst"].fillna(number["tcp_dst"])
@@ -264,14 +287,7 @@ def read_packets(
         axis=1,
     )
     out["payload_rms"] = _payload_rms(table["rtp_payload"], out["rtp_pt"])
-    if client_ports or server_ports:
-        ports, servers = list(client_ports or ()), list(server_ports or ())
-        to_client = out.dport.isin(ports).fillna(False) | out.sport.isin(servers).fillna(False)
-        from_client = out.sport.isin(ports).fillna(False) | out.dport.isin(servers).fillna(False)
-        out["direction"] = np.select([from_client, to_client], ["sent", "received"], "other")
-    else:
-        out["direction"] = "unknown"
-    return out[PACKET_COLUMNS]
+    return out
 
 
 def read_mic_trace(path: str | Path) -> pd.DataFrame:
