@@ -68,95 +68,87 @@ class Records:
 
 
 def read_records(path: Path) -> Records:
-    """Walk pcap records or pcapng blocks; a capture cut off mid-record keeps what is whole."""
+    """Walk pcap records or pcapng blocks (a Python loop that only reads lengths), then read
+    every packet's header at once; a capture cut off mid-record keeps what is whole."""
     data = path.read_bytes()
-    if len(data) < 4:
-        raise DataError(f"{path}: not a pcap or pcapng file")
-    starts, caps, wires, links, secs, frac, units = [], [], [], [], [], [], []
-    magic = data[:4]
-    offset, cut = 0, False
+    buf = np.frombuffer(data + bytes(64), dtype=np.uint8)  # reads past a packet stay inside
+    magic, size = data[:4], len(data)
     if magic == b"\x0a\x0d\x0d\x0a":
-        order, ifaces = "<", []
-        while offset + 12 <= len(data):
-            kind = struct.unpack_from(order + "I", data, offset)[0]
-            if kind == 0x0A0D0D0A:  # section header: byte order and a new interface list
-                order = "<" if data[offset + 8 : offset + 12] == b"\x4d\x3c\x2b\x1a" else ">"
-                ifaces = []
-            size = struct.unpack_from(order + "I", data, offset + 4)[0]
-            if size < 12 or offset + size > len(data):
-                cut = True
-                break
-            if kind == 1:  # interface description: link type and time resolution
-                ifaces.append(_interface(data, offset, size, order))
-            elif kind in (6, 2):  # enhanced (and obsolete) packet block
-                if kind == 6:
-                    iface, high, low, cap, wire = struct.unpack_from(order + "5I", data, offset + 8)
-                else:
-                    iface, _, high, low, cap, wire = struct.unpack_from(
-                        order + "HH4I", data, offset + 8
-                    )
-                link, per_s, shift = ifaces[iface]
-                ticks = (high << 32 | low) + shift * per_s
-                starts.append(offset + 28)
-                caps.append(cap)
-                wires.append(wire)
-                links.append(link)
-                secs.append(ticks // per_s)
-                frac.append(ticks % per_s)
-                units.append(per_s)
-            elif kind == 3:  # simple packet block: no time, the first interface
-                wire = struct.unpack_from(order + "I", data, offset + 8)[0]
-                starts.append(offset + 12)
-                caps.append(min(wire, size - 16))
-                wires.append(wire)
-                links.append(ifaces[0][0])
-                secs.append(0)
-                frac.append(0)
-                units.append(1)
-            offset += size
-        cut = cut or offset != len(data)
-    else:
-        order = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">"}.get(magic)
-        per_s = 1_000_000
-        if order is None:
-            order = {b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}.get(magic)
-            per_s = 1_000_000_000
-        if order is None or len(data) < 24:
-            raise DataError(f"{path}: not a pcap or pcapng file")
-        link = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
-        offset, record = 24, struct.Struct(order + "4I")
-        while offset + 16 <= len(data):
-            sec, sub, cap, wire = record.unpack_from(data, offset)
-            if offset + 16 + cap > len(data):
-                break
-            starts.append(offset + 16)
-            caps.append(cap)
-            wires.append(wire)
-            secs.append(sec)
-            frac.append(sub)
-            offset += 16 + cap
-        links = [link] * len(starts)
-        units = [per_s] * len(starts)
-        cut = offset != len(data)
-    if cut:
-        log.warning("%s: the capture is cut off after %d complete packets", path, len(starts))
-    # zero bytes after the data: a read past a short packet's end stays inside the array
-    buf = np.frombuffer(data + bytes(64), dtype=np.uint8)
-    unit = np.asarray(units, dtype=np.float64)
-    # the same arithmetic pyarrow does when parsing tshark's "seconds.nanoseconds"
-    time = (
-        np.asarray(secs, dtype=np.float64)
-        + (np.asarray(frac, dtype=np.float64) * (1e9 / unit)).round() / 1e9
-    )
-    as_int = {"dtype": np.int64}
+        return _pcapng(path, data, buf)
+    order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<"}.get(magic, ">")
+    if magic not in (
+        b"\xd4\xc3\xb2\xa1",
+        b"\xa1\xb2\xc3\xd4",
+        b"\x4d\x3c\xb2\xa1",
+        b"\xa1\xb2\x3c\x4d",
+    ):
+        raise DataError(f"{path}: not a pcap or pcapng file")
+    per_s = 10**9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 10**6
+    link = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
+    length, records, offset = struct.Struct(order + "I").unpack_from, [], 24
+    while offset + 16 <= size:
+        end = offset + 16 + length(data, offset + 8)[0]
+        if end > size:
+            break
+        records.append(offset)
+        offset = end
+    _cut_warning(path, offset != size, len(records))
+    at = np.asarray(records, dtype=np.int64)
+    word = Bytes(buf).u32 if order == ">" else Bytes(buf).u32le
+    seconds, fraction = word(at), word(at + 4) * (10**9 // per_s)
     return Records(
-        buf,
-        np.asarray(starts, **as_int),
-        np.asarray(caps, **as_int),
-        np.asarray(wires, **as_int),
-        np.asarray(links, **as_int),
-        time,
+        buf, at + 16, word(at + 8), word(at + 12), np.full(len(at), link), _time(seconds, fraction)
     )
+
+
+def _pcapng(path: Path, data: bytes, buf: np.ndarray) -> Records:
+    """Packet blocks (enhanced, simple, obsolete) of every section, timed by their interface."""
+    order, sections, packets, offset, size = "<", [], [], 0, len(data)
+    while offset + 12 <= size:
+        kind = struct.unpack_from(order + "I", data, offset)[0]
+        if kind == 0x0A0D0D0A:  # section header: byte order and a new interface list
+            order = "<" if data[offset + 8 : offset + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            sections.append([])
+        block = struct.unpack_from(order + "I", data, offset + 4)[0]
+        if block < 12 or offset + block > size:
+            break
+        if kind in (2, 3, 6):
+            packets.append((offset, kind, order == ">", len(sections) - 1, block))
+        elif kind == 1:
+            sections[-1].append(_interface(data, offset, block, order))
+        offset += block
+    _cut_warning(path, offset != size, len(packets))
+    rec = np.array(packets, dtype=np.int64).reshape(-1, 5)
+    n, b = len(rec), Bytes(buf)
+    start, seconds, fraction, caplen, wirelen, link = (np.zeros(n, np.int64) for _ in range(6))
+    key = rec[:, 3] * 16 + rec[:, 1] * 2 + rec[:, 2]  # section, block kind, byte order
+    for group in np.unique(key):
+        rows = np.flatnonzero(key == group)
+        section, kind, big = group // 16, group % 16 // 2, group % 2
+        at, word = rec[rows, 0], b.u32 if big else b.u32le
+        links, per_s, shift = (np.array(v) for v in zip(*sections[section], strict=True))
+        if kind == 3:  # simple packet block: first interface, no time
+            wirelen[rows] = word(at + 8)
+            caplen[rows] = np.minimum(wirelen[rows], rec[rows, 4] - 16)
+            start[rows], link[rows] = at + 12, links[0]
+            continue
+        iface = word(at + 8) if kind == 6 else (b.u16 if big else b.u16le)(at + 8)
+        ticks = (word(at + 12) << 32 | word(at + 16)) + shift[iface] * per_s[iface]
+        seconds[rows], fraction[rows] = ticks // per_s[iface], ticks % per_s[iface]
+        fraction[rows] = fraction[rows] * 10**9 // per_s[iface]
+        caplen[rows], wirelen[rows] = word(at + 20), word(at + 24)
+        start[rows], link[rows] = at + 28, links[iface]
+    return Records(buf, start, caplen, wirelen, link, _time(seconds, fraction))
+
+
+def _time(seconds: np.ndarray, nanoseconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds as float, the arithmetic pyarrow does parsing tshark's printed value."""
+    return seconds.astype(np.float64) + nanoseconds.astype(np.float64) / 1e9
+
+
+def _cut_warning(path: Path, cut: bool, packets: int) -> None:
+    if cut:
+        log.warning("%s: the capture is cut off after %d complete packets", path, packets)
 
 
 def _interface(data: bytes, offset: int, size: int, order: str) -> tuple[int, int, int]:
@@ -190,6 +182,12 @@ class Bytes:
 
     def u32(self, pos: np.ndarray) -> np.ndarray:
         return self.u16(pos) << 16 | self.u16(pos + 2)
+
+    def u16le(self, pos: np.ndarray) -> np.ndarray:
+        return self.u8(pos + 1) << 8 | self.u8(pos)
+
+    def u32le(self, pos: np.ndarray) -> np.ndarray:
+        return self.u16le(pos + 2) << 16 | self.u16le(pos)
 
 
 def _ipv6_text(raw: bytes) -> str:
@@ -469,18 +467,22 @@ NAMES = ["udp", "rtp", "rtcp", "stun", "dtls", "sip", "dns", "mdns", "tcp", "htt
 CODE = {name: i for i, name in enumerate(NAMES)}
 
 
-def _classify_udp(
-    b: Bytes,
-    src: np.ndarray,
-    dst: np.ndarray,
-    sport: np.ndarray,
-    dport: np.ndarray,
-    pl: np.ndarray,
-    size: np.ndarray,
-    captured: np.ndarray,
-    udp_ports: dict[int, str],
-) -> np.ndarray:
+@dataclass
+class Flows:
+    """Addresses, ports and payload (start, reported size, captured size) of some packets."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    pl: np.ndarray
+    size: np.ndarray
+    captured: np.ndarray
+
+
+def _classify_udp(b: Bytes, f: Flows, udp_ports: dict[int, str]) -> np.ndarray:
     """tshark's choice of dissector for UDP payloads, as codes of ``NAMES`` (-1: plain udp)."""
+    src, dst, sport, dport, pl, size, captured = vars(f).values()
     n = len(pl)
     code = np.full(n, -1, np.int64)
     b0, b1 = b.u8(pl), b.u8(pl + 1)
@@ -642,16 +644,10 @@ def _http_messages(buffer: bytes) -> tuple[list[tuple[str, str]], int]:
 
 
 def _classify_tcp(
-    b: Bytes,
-    src: np.ndarray,
-    dst: np.ndarray,
-    sport: np.ndarray,
-    dport: np.ndarray,
-    pl: np.ndarray,
-    size: np.ndarray,
-    http_ports: set[int],
+    b: Bytes, f: Flows, http_ports: set[int]
 ) -> list[tuple[int, int, str | None, str | None]]:
     """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones."""
+    src, dst, sport, dport, pl, size, _ = vars(f).values()
     streams: dict[tuple, bytes] = {}
     http_conversations: set[tuple] = set()
     out = []
@@ -713,17 +709,8 @@ def packet_table(
     payload_len[udp] = ulen - 8
     pl = l4 + 8
     captured = np.clip(np.minimum(net.end[udp], l4 + ulen) - pl, 0, None)
-    code[udp] = _classify_udp(
-        b,
-        src[udp],
-        dst[udp],
-        sport[udp],
-        dport[udp],
-        pl,
-        ulen - 8,
-        captured,
-        UDP_PORTS | udp_rules,
-    )
+    flows = Flows(src[udp], dst[udp], sport[udp], dport[udp], pl, ulen - 8, captured)
+    code[udp] = _classify_udp(b, flows, UDP_PORTS | udp_rules)
     code[udp[code[udp] == -1]] = CODE["udp"]
     tcp = np.flatnonzero(net.proto == 6)
     l4 = net.l4[tcp]
@@ -734,17 +721,8 @@ def packet_table(
     methods = np.full(n, None, object)
     uris = np.full(n, None, object)
     size = np.minimum(payload_len[tcp], net.end[tcp] - l4 - offset)
-    named = _classify_tcp(
-        b,
-        range(len(tcp)),
-        src[tcp],
-        dst[tcp],
-        sport[tcp],
-        dport[tcp],
-        l4 + offset,
-        size,
-        HTTP_TCP_PORTS | http_rules,
-    )
+    flows = Flows(src[tcp], dst[tcp], sport[tcp], dport[tcp], l4 + offset, size, size)
+    named = _classify_tcp(b, flows, HTTP_TCP_PORTS | http_rules)
     for i, value, method, uri in named:
         code[tcp[i]], methods[tcp[i]], uris[tcp[i]] = value, method, uri
     protocol = np.where(code >= 0, np.array(NAMES, dtype=object)[np.maximum(code, 0)], net.name)
@@ -757,7 +735,8 @@ def packet_table(
     pt, seq, level = (np.full(n, np.nan) for _ in range(3))
     pt[rtp], seq[rtp] = fields["pt"], fields["seq"]
     ssrc = np.full(n, None, object)
-    ssrc[rtp] = [f"0x{v:08x}" for v in fields["ssrc"]]
+    values, inverse = np.unique(fields["ssrc"], return_inverse=True)  # few streams
+    ssrc[rtp] = np.array([f"0x{v:08x}" for v in values], dtype=object)[inverse.ravel()]
     known = fields["level"] >= 0
     level[rtp[known]] = fields["level"][known]
     rms = _payload_rms(b, fields, rtp, n)
