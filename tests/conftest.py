@@ -59,3 +59,20 @@ def reference_dir() -> Path:
 @pytest.fixture
 def test_data() -> Path:
     return REPO / "tests" / "data"
+
+
+@pytest.fixture(autouse=True)
+def both_packet_readers_agree(request: pytest.FixtureRequest):
+    """After a test, every capture it left under its tmp_path (session output dirs included)
+    is read by the native reader and by tshark, and must come out the same field by field."""
+    # taken before the test, so that tmp_path is torn down after this check
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp_path is None:
+        return
+    from reallymuted.analysis import pcapread
+
+    captures = [p for p in tmp_path.rglob("*.pcap*") if p.suffix in (".pcap", ".pcapng")]
+    differences = [d for p in sorted(captures) for d in pcapread.compare_readers(p, limit=5)]
+    if differences:
+        pytest.fail("native and tshark readers differ:\n" + "\n".join(differences))

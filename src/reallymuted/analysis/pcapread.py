@@ -7,20 +7,36 @@ then read for all packets at once with numpy gathers over the file's bytes; only
 
 tshark (``extract.read_packets(..., reader="tshark")``) stays the oracle: the classification
 reproduces what tshark 4.0 with ``rtp.heuristic_rtp:TRUE`` puts in ``frame.protocols``, for
-the protocols of ``extract.PROTOCOL_ORDER``, in tshark's order for UDP (SDP-made
-conversation, then decode-as and fixed ports, then heuristics: STUN, SIP, RTP to an even
-destination port, RTCP, DTLS) and TCP (HTTP ports or the HTTP first-line heuristic, which
-then holds for the conversation; TLS records). Known differences (none occur in the study's
-captures, see tests/test_pcapread.py):
+the protocols of ``extract.PROTOCOL_ORDER``, in tshark's order for UDP: conversations SIP's SDP
+set up, then decode-as and fixed ports, then heuristics: STUN (length and magic cookie), SIP
+(request or status line), RTP (version 2, payload type not 72..76, CSRCs, extension and
+padding within the datagram: 4.0's heuristic has no even-port test), RTCP (SR/RR/BYE/APP/PSFB
+first, length a multiple of 4), DTLS (records ending exactly at the datagram's end). RTP with
+the marker bit and payload type 64..95 is handed to RTCP (``rtp:rtcp``, no RTP fields), as
+tshark does for rtcp-mux. TCP: HTTP ports, decode-as ports or the HTTP first-line heuristic
+(which then holds for the conversation); an HTTP message is named on the segment that
+completes it (headers to the empty line, then Content-Length or chunked body), a segment that
+leaves it incomplete stays ``tcp``, data in an HTTP conversation outside a message is HTTP
+continuation when it holds a line end; a segment starting with a TLS record header is
+``tls``. IPv4 and IPv6 fragments are reassembled: the completing frame carries the
+datagram, the others are ``data``. An ICMP error quoting a datagram is named after the quote
+and its ``src``/``dst`` list the outer then the quoted address (``a;b``), as tshark prints
+repeated fields.
+
+Known differences (none occurs in the study's captures, see tests/test_pcapread.py):
 
 * only these UDP ports are known: 53 dns, 3478 stun, 5060 sip, 5353 mdns, 853/2221/5684/5868
   dtls; tshark knows ~330, so traffic on another registered port (an ephemeral port that
   happens to be one) may be named by tshark after that port's protocol; the other ~60
   UDP heuristics of tshark (WireGuard, QUIC, ...) are not tried;
-* TCP is read in capture order: retransmitted, overlapping or out-of-order segments are not
-  reassembled as tshark does; an HTTP response without length ends with its segment; TLS is
-  named per segment that starts with a record header, without reassembly;
-* SDP-made RTP conversations are followed for IPv4 ``c=`` addresses only;
+* TCP is read in capture order: retransmitted, overlapping or out-of-order segments and
+  sequence gaps are not handled as tshark does; an HTTP response without length ends with
+  its segment; TLS is named per segment that starts with a record header, without
+  reassembly;
+* an IP fragment with no payload is ``data`` here, ``ip`` in tshark;
+* simple packet blocks (pcapng SPB: no time; dumpcap does not write them) get time 0;
+* SDP-made RTP conversations are followed for IPv4 ``c=`` addresses only, from the frame
+  whose SDP names them (tshark waits for the answer to apply an offer);
 * a non-IP frame, or an IP protocol other than UDP/TCP/ICMP, is named by a small table
   (arp, icmp, igmp, icmpv6, data) where tshark names its own last dissector;
 * ``time_epoch`` is computed as ``seconds + nanoseconds / 1e9``, exactly what parsing
@@ -670,8 +686,12 @@ def _classify_tcp(
         if not buffer.startswith(tuple(m.encode() for m in HTTP_METHODS)) and not buffer.startswith(
             b"HTTP/"
         ):
-            streams[key] = b""  # data outside a message: tshark calls it HTTP continuation
-            out.append((i, CODE["http"], None, None))
+            # data outside a message: with a whole line tshark names it HTTP continuation,
+            # without one it waits for more (and it stays "tcp")
+            whole = b"\n" in buffer or b"\r" in buffer
+            streams[key] = b"" if whole else buffer
+            if whole:
+                out.append((i, CODE["http"], None, None))
             continue
         messages, used = _http_messages(buffer)
         streams[key] = buffer[used:]
@@ -801,8 +821,15 @@ def compare_readers(pcap: str | Path, limit: int = 20, **options: object) -> lis
     """
     from reallymuted.analysis.extract import read_packets
 
-    native = read_packets(pcap, 0.0, reader="native", **options)
-    oracle = read_packets(pcap, 0.0, reader="tshark", **options)
+    tables, errors = {}, {}
+    for reader in ("native", "tshark"):
+        try:
+            tables[reader] = read_packets(pcap, 0.0, reader=reader, **options)
+        except DataError as error:  # an unreadable file must be refused by both
+            errors[reader] = str(error)
+    if errors:
+        return [] if len(errors) == 2 else [f"{pcap}: only one reader failed: {errors}"]
+    native, oracle = tables["native"], tables["tshark"]
     if len(native) != len(oracle):
         return [f"{pcap}: {len(native)} packets native, {len(oracle)} tshark"]
     found = []

@@ -1,0 +1,237 @@
+"""The native pcap/pcapng reader against tshark, field by field.
+
+Captures: every one under tests/data, and captures built here packet by packet (IPv4
+fragments, IPv6 with extension headers and fragments, RTCP, STUN, DTLS, HTTP over TCP in two
+segments, an ICMP error quoting RTP, one- and two-byte RTP header extensions, padding, G.711)
+in pcapng (two interfaces, two clocks) and in pcap of both byte orders and both time units,
+on Ethernet, Linux cooked (v1, v2) and raw IP links. Each built capture is first checked to
+be dissected by tshark as intended, so the comparison covers what it claims to.
+
+Known differences from tshark are listed in :mod:`reallymuted.analysis.pcapread`; none of
+them occurs in these captures, so every field must be equal (the G.711 RMS to 1e-9).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from reallymuted.analysis import extract, pcapread
+from reallymuted.io import DataError
+
+LOCAL, PEER = bytes([127, 0, 0, 1]), bytes([10, 0, 0, 2])
+LOCAL6, PEER6 = bytes(15) + b"\x01", bytes.fromhex("20010db8000000000000ffff0a000002")
+
+
+def ipv4(proto: int, payload: bytes, ident: int = 1, frag: int = 0x4000, src=LOCAL, dst=PEER):
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0,
+                         src, dst)  # fmt: skip
+    return header + payload
+
+
+def ipv6(nxt: int, payload: bytes, src=LOCAL6, dst=PEER6) -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), nxt, 64, src, dst) + payload
+
+
+def udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def tcp(sport: int, dport: int, seq: int, payload: bytes) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, 1, 0x50, 0x18, 512, 0, 0) + payload
+
+
+def rtp(pt: int, seq: int, payload: bytes, ext: bytes = b"", pad: int = 0, marker: int = 0):
+    first = 0x80 | (0x10 if ext else 0) | (0x20 if pad else 0)
+    header = struct.pack("!BBHII", first, marker << 7 | pt, seq, seq * 160, 0xCAFE0001)
+    return header + ext + payload + (bytes(pad - 1) + bytes([pad]) if pad else b"")
+
+
+def one_byte(*elements: tuple[int, bytes]) -> bytes:
+    body = b"".join(bytes([i << 4 | len(d) - 1]) + d for i, d in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+
+
+def two_byte(*elements: tuple[int, bytes]) -> bytes:
+    body = b"".join(bytes([i, len(d)]) + d for i, d in elements)
+    body += bytes(-len(body) % 4)
+    return struct.pack("!HH", 0x1000, len(body) // 4) + body
+
+
+def eth(packet: bytes, etype: int = 0x0800) -> bytes:
+    return bytes(6) + b"\x02" + bytes(5) + struct.pack("!H", etype) + packet
+
+
+def stun() -> bytes:
+    attrs = struct.pack("!HH", 0x0006, 4) + b"ab:c"
+    return struct.pack("!HHI", 1, len(attrs), 0x2112A442) + b"transaction1" + attrs
+
+
+def dtls_client_hello() -> bytes:
+    body = b"\x01" + bytes(40)
+    # record header: type, version, epoch and sequence number (8 bytes), length
+    return struct.pack("!BH", 22, 0xFEFD) + bytes(8) + struct.pack("!H", len(body)) + body
+
+
+def call_packets() -> list[bytes]:
+    """The built call: one Ethernet frame per list item, in capture order."""
+    frames = []
+    level = one_byte((3, b"\x00\x01"), (1, bytes([0x80 | 42])))
+    for seq in range(4):  # Opus with the level, both ways, to an odd port too
+        frames.append(eth(ipv4(17, udp(40000, 40001, rtp(111, seq, bytes(50), level)))))
+        frames.append(eth(ipv4(17, udp(40001, 40000, rtp(111, seq, bytes(30))), src=PEER)))
+    frames.append(eth(ipv4(17, udp(40000, 40001, rtp(0, 9, bytes(range(160)), pad=4)))))
+    frames.append(eth(ipv4(17, udp(40000, 40001, rtp(8, 10, bytes([0xD5] * 80))))))
+    frames.append(
+        eth(ipv4(17, udp(40000, 40002, rtp(111, 11, bytes(20), two_byte((1, b"\x9e"), (5, b""))))))
+    )
+    frames.append(eth(ipv4(17, udp(40000, 40002, rtp(111, 12, bytes(20), two_byte((1, b"\x1e")))))))
+    sr = struct.pack("!BBHI", 0x80, 200, 6, 0xCAFE0001) + bytes(20)
+    frames.append(eth(ipv4(17, udp(40000, 40001, sr))))  # RTCP on its own (odd) port
+    frames.append(eth(ipv4(17, udp(40000, 40002, sr[:1] + b"\xcf" + sr[2:]))))  # XR, muxed
+    frames.append(eth(ipv4(17, udp(40000, 3478, stun()))))
+    frames.append(eth(ipv4(17, udp(50000, 50002, stun()))))
+    frames.append(eth(ipv4(17, udp(40000, 40001, dtls_client_hello()))))
+    # one RTP datagram in three IPv4 fragments; a lone first fragment that never completes
+    datagram = udp(40000, 40002, rtp(0, 13, bytes([0x10] * 2000)))
+    for offset, more in ((0, 1), (800, 1), (1600, 0)):
+        part = datagram[offset : offset + 800]
+        frames.append(eth(ipv4(17, part, ident=77, frag=more << 13 | offset // 8)))
+    frames.append(eth(ipv4(17, datagram[:1480], ident=78, frag=0x2000)))
+    # IPv6: hop-by-hop options then UDP; and a fragmented datagram
+    hop = bytes([17, 0]) + bytes([1, 4, 0, 0, 0, 0])
+    frames.append(eth(ipv6(0, hop + udp(40000, 40002, rtp(111, 14, bytes(40), level))), 0x86DD))
+    datagram6 = udp(40000, 40002, rtp(111, 15, bytes(1800), level))
+    for offset, more in ((0, 1), (1232, 0)):
+        fragment = struct.pack("!BBHI", 17, 0, offset | more, 99) + datagram6[offset:][:1232]
+        frames.append(eth(ipv6(44, fragment), 0x86DD))
+    # ICMP port unreachable quoting an RTP packet
+    quoted = ipv4(17, udp(40000, 40004, rtp(111, 16, bytes(20))))
+    frames.append(eth(ipv4(1, struct.pack("!BBHI", 3, 3, 0, 0) + quoted, src=PEER, dst=LOCAL)))
+    # HTTP: a POST whose body follows in a second segment (port 8090: heuristic), a GET on
+    # 8081 that only decode_as makes HTTP, then a response
+    head = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
+    frames.append(eth(ipv4(6, tcp(41000, 8090, 1, head))))
+    frames.append(eth(ipv4(6, tcp(41000, 8090, 1 + len(head), b'{"gain": 1}'))))
+    frames.append(eth(ipv4(6, tcp(8090, 41000, 1, b"HTTP/1.1 204 No Content\r\n\r\n"), src=PEER)))
+    frames.append(eth(ipv4(6, tcp(41002, 8081, 1, b"GET /a?b=1 HTTP/1.0\r\n\r\n"))))
+    frames.append(eth(ipv4(6, tcp(41002, 8081, 24, b"not http at all"))))
+    frames.append(eth(ipv4(6, tcp(41004, 443, 1, b"\x16\x03\x01\x00\x05hello"))))
+    frames.append(eth(b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20), 0x0806))  # ARP
+    return frames
+
+
+def write_pcapng(path: Path, frames: list[tuple[int, int, bytes]], ifaces: list[tuple[int, int]]):
+    """pcapng as dumpcap writes it: SHB, one IDB per (link type, if_tsresol), EPBs."""
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    for link, resolution in ifaces:
+        options = struct.pack("<HHB3x", 9, 1, resolution) + bytes(4)
+        out += block(1, struct.pack("<HHI", link, 0, 262144) + options)
+    for iface, ticks, data in frames:
+        epb = struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data))
+        out += block(6, epb + data)
+    path.write_bytes(out)
+
+
+def write_pcap(path: Path, frames: list[bytes], link: int, big: bool, nano: bool) -> None:
+    order = ">" if big else "<"
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, link)
+    for i, data in enumerate(frames):
+        fraction = 123_456_789 + i if nano else 123_456 + i
+        out += struct.pack(order + "IIII", 1_700_000_000 + i, fraction, len(data), len(data))
+        out += data
+    path.write_bytes(out)
+
+
+@pytest.fixture(scope="module")
+def call_pcapng(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("built") / "call.pcapng"
+    frames = call_packets()
+    # two interfaces with different clocks: nanoseconds and microseconds
+    stamped = [
+        (i % 2, (1_700_000_000 * 10**9 + i * 20_000_123) // (1 if i % 2 == 0 else 1000), f)
+        for i, f in enumerate(frames)
+    ]
+    write_pcapng(path, stamped, [(1, 9), (1, 6)])
+    return path
+
+
+def test_the_built_capture_is_dissected_as_intended(call_pcapng: Path) -> None:
+    table = extract.read_packets(call_pcapng, 0, reader="tshark", decode_as=["tcp.port==8081,http"])
+    counts = Counter(table["protocol"])
+    assert counts["rtp"] == 8 + 2 + 2 + 1 + 1 + 1 + 1  # Opus, G.711, two-byte, v4/v6 reassembled
+    assert counts["rtcp"] == 2 and counts["stun"] == 2 and counts["dtls"] == 1
+    # POST (named on the body's segment), response, GET; the line-less data after the GET
+    # waits for more and stays "tcp", like the POST's header segment
+    assert counts["http"] == 3 and counts["tcp"] == 2
+    assert counts["tls"] == 1 and counts["arp"] == 1
+    assert counts["data"] == 4  # fragments that do not complete a datagram
+    assert table["http_method"].dropna().tolist() == ["POST", "GET"]
+    assert table["http_uri"].dropna().tolist() == ["/metrics", "/a?b=1"]
+    assert table["src"].str.contains(";").sum() == 1  # the ICMP error quotes a datagram
+    assert set(table["audio_level_dbov"].dropna()) == {-42, -30}
+    assert table["src"].str.contains(":").sum() == 3  # IPv6
+    assert table["payload_rms"].notna().sum() == 3  # pcmu, pcma, the reassembled pcmu
+
+
+@pytest.mark.parametrize("decode_as", [None, ["tcp.port==8081,http"]])
+def test_native_reader_equals_tshark_on_the_built_capture(call_pcapng: Path, decode_as) -> None:
+    assert pcapread.compare_readers(call_pcapng, decode_as=decode_as) == []
+
+
+@pytest.mark.parametrize(
+    ("link", "big", "nano"), [(1, False, False), (1, True, True), (113, False, True),
+                              (276, True, False), (101, False, False), (228, True, True)],
+)  # fmt: skip
+def test_pcap_byte_orders_time_units_and_link_types(tmp_path: Path, link, big, nano) -> None:
+    frames = [f[14:] for f in call_packets() if f[12:14] == b"\x08\x00"]  # IPv4 packets
+    if link == 113:
+        frames = [bytes(14) + b"\x08\x00" + f for f in frames]
+    elif link == 276:
+        frames = [b"\x08\x00" + bytes(18) + f for f in frames]
+    elif link == 1:
+        frames = [eth(f) for f in frames]
+    path = tmp_path / f"link{link}.pcap"
+    write_pcap(path, frames, link, big, nano)
+    assert pcapread.compare_readers(path, audio_level_ext_id=1) == []
+    table = extract.read_packets(path, 0)
+    assert (table["protocol"] == "rtp").sum() >= 10
+
+
+def test_every_capture_in_tests_data(test_data: Path) -> None:
+    captures = sorted(test_data.rglob("*.pcap*"))
+    assert len(captures) >= 5
+    for capture in captures:
+        assert pcapread.compare_readers(capture) == []
+        assert pcapread.compare_readers(capture, client_ports={41000}, audio_level_ext_id=3) == []
+
+
+def test_a_cut_capture_keeps_its_whole_packets(call_pcapng: Path, tmp_path: Path, caplog) -> None:
+    cut = tmp_path / "cut.pcapng"
+    data = call_pcapng.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    table = extract.read_packets(cut, 0)
+    assert 0 < len(table) < len(call_packets())
+    assert "cut off" in caplog.text
+    assert pcapread.compare_readers(cut) == []
+
+
+def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"this is no capture")
+    with pytest.raises(DataError, match="not a pcap"):
+        extract.read_packets(junk, 0)
+    with pytest.raises(DataError, match="capture file missing"):
+        extract.read_packets(tmp_path / "none.pcapng", 0)
+    with pytest.raises(ValueError, match="reader"):
+        extract.read_packets(junk, 0, reader="scapy")
