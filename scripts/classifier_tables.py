@@ -1,10 +1,10 @@
 """Rule classifier_tables: per-window results -> metrics, confusion, grid tables and values."""
 
-from reallymuted.analysis import classifier
+from reallymuted.analysis import classifier_summaries
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-classifier.tables_to_files(
+classifier_summaries.tables_to_files(
     list(snakemake.input.metrics),
     list(snakemake.input.confusion),
     list(snakemake.input.grid),

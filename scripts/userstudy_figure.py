@@ -1,9 +1,7 @@
-"""Rule userstudy_figure: one of Figures 1-5 from the user-study tables."""
+"""Rule userstudy_figure: Figures 1-5 from the user-study tables."""
 
 from reallymuted.figures import userstudy as userstudy_figures
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-userstudy_figures.plot_userstudy_figure(
-    snakemake.wildcards.figure, dict(snakemake.input.items()), list(snakemake.output)
-)
+userstudy_figures.plot_userstudy_figures(dict(snakemake.input.items()), list(snakemake.output))

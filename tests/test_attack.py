@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.analysis import attack, classifier, extract, leakage
+from reallymuted.analysis import attack, classifier, classifier_training, extract, leakage
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
 from reallymuted.testbed.spec import SessionSpec
@@ -148,7 +148,7 @@ def test_minutes_keep_matched_muted_intervals_and_cut_at_gaps() -> None:
 def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> None:
     minutes = attack.minutes_table(captured_table())
     seen = []
-    real = classifier.evaluate_protocol
+    real = classifier_training.evaluate_protocol
 
     def spy(dev, evals, n, *args, **kwargs):
         dev_groups = set(classifier.windows(dev, n).groups)
@@ -161,7 +161,7 @@ def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> N
         seen.append(sorted({g[-1] for g in set(classifier.windows(evals["heldout"], n).groups)}))
         return real(dev, evals, n, *args, **kwargs)
 
-    monkeypatch.setattr(classifier, "evaluate_protocol", spy)
+    monkeypatch.setattr(classifier_training, "evaluate_protocol", spy)
     settings = {
         "models": ["majority", "random_forest"],
         "seed": 1,
@@ -195,12 +195,12 @@ def test_pooled_scores_are_the_scores_of_the_pooled_predictions() -> None:
     folds = [(rng.choice(labels, 40), rng.choice(labels, 40)) for _ in range(3)]
     rows = []
     for y_true, y_pred in folds:
-        rows += classifier.confusion_rows(y_true, y_pred, labels)
+        rows += classifier_training.confusion_rows(y_true, y_pred, labels)
     y_true = np.concatenate([t for t, _ in folds])
     y_pred = np.concatenate([p for _, p in folds])
     accuracy, precision, n = attack.pooled_scores(pd.DataFrame(rows))
-    assert accuracy == pytest.approx(classifier.macro_accuracy(y_true, y_pred))
-    assert precision == pytest.approx(classifier.macro_precision(y_true, y_pred))
+    assert accuracy == pytest.approx(classifier_training.macro_accuracy(y_true, y_pred))
+    assert precision == pytest.approx(classifier_training.macro_precision(y_true, y_pred))
     assert n == 120
 
 

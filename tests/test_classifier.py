@@ -11,6 +11,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from reallymuted.analysis import classifier as c
+from reallymuted.analysis import classifier_summaries as s
+from reallymuted.analysis import classifier_training as t
 from reallymuted.config import load_yaml
 from reallymuted.io import DataError
 
@@ -208,7 +210,7 @@ def test_random_window_split_leaks_recordings(parsed, settings):
     """The authors' split puts windows of the same recording on both sides."""
     dev = parsed.minutes[parsed.minutes.split == "dev"]
     _, y, groups = c.windows(dev, 7)
-    train, val = c.random_window_split(y, 0.2, settings["seed"])
+    train, val = t.random_window_split(y, 0.2, settings["seed"])
     shared = np.isin(groups[val], list(set(groups[train])))
     assert shared.mean() > 0.9
 
@@ -220,17 +222,17 @@ def test_macro_metrics_on_a_hand_example():
     y_true = ["a", "a", "a", "a", "b", "b", "c"]
     y_pred = ["a", "a", "a", "b", "b", "a", "a"]
     # recall a 3/4, b 1/2, c 0 -> 5/12; precision a 3/5, b 1/2, c 0 (never predicted) -> 11/30
-    assert c.macro_accuracy(y_true, y_pred) == pytest.approx(5 / 12)
-    assert c.macro_accuracy(y_true, y_pred) == pytest.approx(
+    assert t.macro_accuracy(y_true, y_pred) == pytest.approx(5 / 12)
+    assert t.macro_accuracy(y_true, y_pred) == pytest.approx(
         balanced_accuracy_score(y_true, y_pred)
     )
-    assert c.macro_precision(y_true, y_pred) == pytest.approx(11 / 30)
+    assert t.macro_precision(y_true, y_pred) == pytest.approx(11 / 30)
     assert np.mean(np.array(y_true) == np.array(y_pred)) == pytest.approx(4 / 7)  # not macro
 
 
 def test_confusion_rows_are_row_normalised():
     rows = pd.DataFrame(
-        c.confusion_rows(np.array(["a", "a", "b"]), np.array(["a", "b", "b"]), ["a", "b", "c"])
+        t.confusion_rows(np.array(["a", "a", "b"]), np.array(["a", "b", "b"]), ["a", "b", "c"])
     )
     assert set(rows.true_activity) == {"a", "b"}  # no row for a class absent from y_true
     assert rows.groupby("true_activity").share.sum().tolist() == pytest.approx([1.0, 1.0])
@@ -243,7 +245,7 @@ SMALL_GRIDS = {"random_forest": {"n_estimators": [20], "min_samples_leaf": [1, 5
 
 def _run(parsed, settings, models):
     m = parsed.minutes
-    return c.evaluate_protocol(
+    return t.evaluate_protocol(
         m[m.split == "dev"],
         {"eval1": m[m.split == "eval1"], "eval2": m[m.split == "eval2"]},
         3,
@@ -300,7 +302,7 @@ def test_model_selection_ties_go_to_the_simpler_model():
     metrics = _metrics(
         [(3, "mlp", 0.8), (3, "random_forest", 0.8), (3, "majority", 0.2), (5, "mlp", 0.9)]
     )
-    chosen = c.select_models(metrics).set_index("window").model.to_dict()
+    chosen = s.select_models(metrics).set_index("window").model.to_dict()
     assert chosen == {3: "random_forest", 5: "mlp"}
 
 
@@ -323,11 +325,11 @@ def test_hardest_class_and_its_confusion():
                 }
                 for p, s in shares.items()
             ]
-    assert c.hardest_class(pd.DataFrame(rows), 7, "mlp") == ("ck", "kb")
+    assert s.hardest_class(pd.DataFrame(rows), 7, "mlp") == ("ck", "kb")
 
 
 def test_dataset_sizes_table(parsed, classes):
-    table = c.dataset_sizes(parsed.minutes, parsed.recordings, [3, 7], classes)
+    table = s.dataset_sizes(parsed.minutes, parsed.recordings, [3, 7], classes)
     rows = table.set_index(["split", "activity"])
     assert rows.loc[("dev", "(excluded)"), "recordings"] == 11
     assert "key_board3 x4" in rows.loc[("dev", "(excluded)"), "note"]

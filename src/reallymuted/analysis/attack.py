@@ -21,7 +21,7 @@ infers the activity from the gains (C2-C6). Here every step is evidence the test
    interval, with Pearson's r (the paper's T2: mean gain correlates more than min gain).
 4. **Classifier**: the reference classifier's own code
    (:func:`reallymuted.analysis.classifier.windows`,
-   :func:`~reallymuted.analysis.classifier.evaluate_protocol`) on the captured per-interval triples,
+   :func:`~reallymuted.analysis.classifier_training.evaluate_protocol`) on the captured triples,
    cross-validated over recordings (:func:`cross_validate`): each fold holds out one recording
    of every activity (at every distance), trains on the others with the reference's grouped
    model selection inside, and the held-out predictions are pooled. A window never mixes two
@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from reallymuted.analysis import classifier
+from reallymuted.analysis import classifier, classifier_summaries
 from reallymuted.analysis.evidence import load_manifest, source_label
 from reallymuted.analysis.telemetry.sessions import frame_gain, frame_gaps, pearson
 from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
@@ -493,7 +493,7 @@ class CrossValidation:
 
 def pooled_scores(confusion: pd.DataFrame) -> tuple[float, float, int]:
     """Macro accuracy, macro precision and windows of a confusion table (count column),
-    as :func:`classifier.macro_accuracy` / :func:`classifier.macro_precision` would give on
+    as :func:`classifier_training.macro_accuracy` / :func:`~.macro_precision` would give on
     the pooled predictions."""
     counts = confusion.pivot_table(
         index="true_activity", columns="predicted_activity", values="count", aggfunc="sum"
@@ -515,11 +515,14 @@ def cross_validate(
     settings: Mapping[str, Any],
     labels: Sequence[str] | None = None,
 ) -> CrossValidation:
-    """The reference protocol (:func:`classifier.evaluate_protocol`) once per fold, holding
-    out recording number k of every activity (``heldout``; also ``heldout_{d}cm`` per distance
-    when there are several), training on the other recordings with the reference's grouped
-    model selection inside. Held-out predictions are pooled over the folds (their confusion
-    counts summed); validation scores are the folds' mean."""
+    """The reference protocol (:func:`classifier_training.evaluate_protocol`) once per fold,
+    holding out recording number k of every activity (``heldout``; also ``heldout_{d}cm`` per
+    distance when there are several), training on the other recordings with the reference's
+    grouped model selection inside. Held-out predictions are pooled over the folds (their
+    confusion counts summed); validation scores are the folds' mean."""
+    # scikit-learn is imported here, not by the module: the workflow imports this module
+    from reallymuted.analysis import classifier_training
+
     numbers = sorted(set(minutes.recording_number))
     if len(numbers) < 3:
         raise ValueError(
@@ -534,13 +537,13 @@ def cross_validate(
         evals = {HELDOUT: held}
         if len(distances) > 1:
             evals |= {f"{HELDOUT}_{d}cm": held[held.distance_cm == d] for d in distances}
-        result = classifier.evaluate_protocol(
+        result = classifier_training.evaluate_protocol(
             minutes[minutes.recording_number != fold],
             evals,
             n,
             settings["models"],
             settings["seed"],
-            **classifier.protocol_settings(settings),
+            **classifier_training.protocol_settings(settings),
             labels=labels,
             source=source,
         )
@@ -619,7 +622,7 @@ def learning_curve(
     the model chosen on grouped validation; with the reference's evaluation sets beside it
     (the model it chose per window, evaluation sets 1 and 2, one-minute intervals)."""
     rows = []
-    for pick in classifier.select_models(metrics).itertuples():
+    for pick in classifier_summaries.select_models(metrics).itertuples():
         part = metrics[(metrics.window == pick.window) & (metrics.model == pick.model)]
         for r in part[part.eval_set.str.startswith(HELDOUT)].itertuples():
             per_fold = folds[
@@ -646,7 +649,7 @@ def learning_curve(
                 }
             )
     if reference is not None and len(reference):
-        for pick in classifier.select_models(reference).itertuples():
+        for pick in classifier_summaries.select_models(reference).itertuples():
             part = reference[(reference.window == pick.window) & (reference.model == pick.model)]
             for r in part[part.eval_set.isin(["eval1", "eval2"])].itertuples():
                 rows.append(

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from reallymuted.analysis.classifier import distance_from_name, select_models
+from reallymuted.analysis.classifier import distance_from_name
+from reallymuted.analysis.classifier_summaries import select_models
 from reallymuted.figures import PALETTE, save, source_footer
 
 # The paper's figure number of each window length's confusion matrix.

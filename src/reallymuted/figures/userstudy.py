@@ -91,3 +91,13 @@ def plot_userstudy_figure(
             question,
             outputs,
         )
+
+
+def plot_userstudy_figures(tables: dict[str, str | Path], outputs: list[str | Path]) -> None:
+    """Rule userstudy_figure: every figure named by ``outputs`` (``fig1_q1_why_mute.png``,
+    ``fig1_q1_why_mute.pdf``, ...), each drawn once and saved to its files."""
+    files: dict[str, list[str | Path]] = {}
+    for out in outputs:
+        files.setdefault(Path(out).stem, []).append(out)
+    for name, paths in files.items():
+        plot_userstudy_figure(name, tables, paths)
