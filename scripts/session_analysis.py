@@ -1,14 +1,16 @@
-"""Rule session_analysis: per-state statistics, policy labels and flows of one session."""
+"""Rule session_analysis: one session's evidence as tables (packets, microphone reads), its
+per-state statistics, policy labels and flows, and its timeline figure."""
 
 from pathlib import Path
 
-from reallymuted.analysis import micpolicy
+from reallymuted.analysis import extract, micpolicy
+from reallymuted.figures import sessions as session_figures
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-micpolicy.write_session_analysis(
-    Path(snakemake.input.manifest).parent,
-    snakemake.input.packets,
-    snakemake.input.reads,
-    dict(snakemake.output.items()),
-)
+out = snakemake.output
+session = Path(snakemake.input.manifest).parent
+extract.extract_session(session, out.packets, out.reads)
+tables = {name: out[name] for name in ("states", "policy", "flows")}
+micpolicy.write_session_analysis(session, out.packets, out.reads, tables)
+session_figures.timeline_from_files(session, out.packets, out.reads, [out.png, out.pdf])

@@ -65,7 +65,8 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def resources(path: Path) -> list[Path]:
+@functools.cache
+def resources(path: Path) -> tuple[Path, ...]:
     """The non-Python files a module declares in its ``RESOURCES`` tuple."""
     found = []
     for node in ast.parse(path.read_text(), str(path)).body:
@@ -80,7 +81,7 @@ def resources(path: Path) -> list[Path]:
                 if not resource.is_file():
                     raise ValueError(f"{path}: RESOURCES names {element.value}, which is missing")
                 found.append(resource)
-    return found
+    return tuple(found)
 
 
 @functools.cache
@@ -104,7 +105,14 @@ def code_files(script: str | Path, modules: Iterable[str] = ()) -> list[str]:
     """The package files (and their declared resources) that ``script`` runs, plus those of
     ``modules`` (imported by name at run time, e.g. the session's driver); sorted paths.
     The script itself is not listed: Snakemake reruns a job whose script changed."""
-    starts = [Path(script).resolve()]
+    return list(_code_files(Path(script).resolve(), tuple(modules)))
+
+
+# Once per script and modules: an input function asks for every job, and parsing the package
+# for each of 10 000 sessions made planning take minutes.
+@functools.cache
+def _code_files(script: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
+    starts = [script]
     for name in modules:
         found = module_file(name)
         if found is None:
@@ -113,6 +121,6 @@ def code_files(script: str | Path, modules: Iterable[str] = ()) -> list[str]:
     files: set[Path] = set()
     for start in starts:
         files |= _closure(start)
-    files.discard(Path(script).resolve())
+    files.discard(script)
     declared = {r for f in files for r in resources(f)}
-    return sorted(str(p) for p in files | declared)
+    return tuple(sorted(str(p) for p in files | declared))

@@ -11,9 +11,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs a third of a second to import: the testbed's processes
+    import pandas as pd  # start for every session and never write a table
 
 
 class DataError(ValueError):

@@ -1,5 +1,7 @@
 # The background-activity classifier on the authors' released per-minute gains: Table 3 and
 # Figures 8, 9, 12-14. Parse once, one job per window length n, then tables and figures.
+# Training is most of the reference part's time: its jobs go first (priority), and the cheap
+# jobs fill the cores while the last tables and figures are made.
 
 
 CLASSIFIER_GAINS = reference_file("BgActivityClassifier/ParseSourceData/{name}.txt")
@@ -17,6 +19,7 @@ rule classifier_parse:
         recordings="results/tables/classifier_recordings.csv",
     log:
         "logs/classifier/parse.log",
+    priority: 1
     conda:
         ANALYSIS_ENV
     params:
@@ -36,6 +39,7 @@ rule classifier_window:
         grid="results/classifier/reference/n{window}/grid.csv",
     log:
         "logs/classifier/n{window}.log",
+    priority: 1
     conda:
         ANALYSIS_ENV
     threads: 1

@@ -1,34 +1,23 @@
-# Per session: microphone use and traffic per mute state, the policy label at both witnesses,
-# and a timeline figure; then the study's tables across sessions.
+# Per session: the raw evidence as tables (packets.parquet, mic_reads.parquet), microphone use
+# and traffic per mute state, the policy label at both witnesses, and a timeline figure; then
+# the study's tables across sessions.
 
 
+# One job per session, not three (extraction, analysis, timeline): a 10 000-session study
+# plans in seconds (`make bench`, planning_scale), and each session's evidence is read once.
 rule session_analysis:
     input:
         manifest=f"{SESSION_DIR}/manifest.json",
         events=f"{SESSION_DIR}/events.jsonl",
-        packets=f"{SESSION_TABLES}/packets.parquet",
-        reads=f"{SESSION_TABLES}/mic_reads.parquet",
+        traffic=f"{SESSION_DIR}/traffic.pcapng",
+        mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
         code=code_of("session_analysis"),
     output:
+        packets=f"{SESSION_TABLES}/packets.parquet",
+        reads=f"{SESSION_TABLES}/mic_reads.parquet",
         states=f"{SESSION_TABLES}/states.csv",
         policy=f"{SESSION_TABLES}/policy.json",
         flows=f"{SESSION_TABLES}/flows.csv",
-    log:
-        "logs/micpolicy/{app}/{mode}-{stimulus}/rep{rep}.log",
-    conda:
-        ANALYSIS_ENV
-    script:
-        "../../scripts/session_analysis.py"
-
-
-rule session_timeline:
-    input:
-        manifest=f"{SESSION_DIR}/manifest.json",
-        events=f"{SESSION_DIR}/events.jsonl",
-        packets=f"{SESSION_TABLES}/packets.parquet",
-        reads=f"{SESSION_TABLES}/mic_reads.parquet",
-        code=code_of("session_timeline"),
-    output:
         png=report(
             timeline("{app}", "{mode}", "{stimulus}", "{rep}", "png"),
             caption="../report/session_timeline.rst",
@@ -37,11 +26,11 @@ rule session_timeline:
         ),
         pdf=timeline("{app}", "{mode}", "{stimulus}", "{rep}", "pdf"),
     log:
-        "logs/figures/timelines/{app}/{mode}-{stimulus}-rep{rep}.log",
+        "logs/sessions-analysis/{app}/{mode}-{stimulus}/rep{rep}.log",
     conda:
         ANALYSIS_ENV
     script:
-        "../../scripts/session_timeline.py"
+        "../../scripts/session_analysis.py"
 
 
 rule session_tables:

@@ -2,15 +2,18 @@
 # OS-level and app-level microphone reads). Raw evidence in SESSION_DIR (common.smk); the
 # contract is docs/evidence.md.
 #
-# At most one session runs at a time: each job takes one `testbed_session`, whose global
-# limit is 1 unless given on the command line (--resources testbed_session=N). A session's
-# real-time microphone writer, capture and browser share the machine's cores; two sessions at
-# once would measure each other's load. A failed session exits non-zero and leaves
-# manifest.failed.json (an undeclared file: Snakemake deletes a failed job's outputs).
+# `sessions.parallel` sessions run at once: each job takes one `testbed_session`, whose global
+# limit is that number unless given on the command line (--resources testbed_session=N). Each
+# session has its own network namespace, sound server, capture and tracer; `make bench`
+# (sessions_parallel) runs the study's sessions one at a time and `parallel` at a time and
+# compares what they measured (docs/testbed.md). A session asks for one core: its processes
+# wait on real time (the microphone's pace, the schedule) more than they compute. A failed
+# session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
+# deletes a failed job's outputs).
 from reallymuted.testbed.spec import rule_params
 
 if "testbed_session" not in workflow.global_resources:
-    workflow.register_resource("testbed_session", 1)
+    workflow.register_resource("testbed_session", SESSIONS["parallel"])
 
 
 # With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) neither rule exists. A
@@ -58,7 +61,7 @@ if not SESSIONS["replay"]:
         retries: SESSIONS["retries"]
         conda:
             TESTBED_ENV
-        threads: 2
+        threads: 1
         resources:
             testbed_session=1,
         params:

@@ -142,6 +142,7 @@ class NamespaceRunner(Runner):
         )
 
     def start_tracer(self, roots: list[int], skip: tuple[str, ...]) -> None:
+        """Start the tracer on the client's tree; :meth:`tracer_ready` waits for it."""
         self.enter("tracer")
         argv = [sys.executable, "-m", "reallymuted.testbed.tracing", "--t0", repr(self.t0)]
         argv += ["--out", str(self.parts / "mic_app.jsonl")]
@@ -157,7 +158,7 @@ class NamespaceRunner(Runner):
             # the session's scratch directory.
             tmp = self.scratch / "tmp"
             tmp.mkdir(exist_ok=True)
-            tracer = self.procs.start(
+            self.procs.start(
                 "tracer",
                 argv,
                 stdout=subprocess.PIPE,
@@ -165,12 +166,18 @@ class NamespaceRunner(Runner):
                 text=True,
                 env={**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp)},
             )
+        self.result["tracer_roots"] = roots
+
+    def tracer_ready(self) -> None:
+        """Wait for the tracer's ready line: the client's root processes are attached."""
+        self.enter("tracer")
+        tracer = self.procs.get("tracer")
+        with self.blame("tracer"):
             ready = _read_line(tracer.popen.stdout, timeout=30.0)
             if ready is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     tracer.popen.wait(2.0)
                 raise RuntimeError(f"tracer not ready: it {describe_exit(tracer.returncode())}")
-        self.result["tracer_roots"] = roots
         self.result["tracer_ready"] = json.loads(ready).get("ready")
 
     def wait_traced(self, roots: list[int], timeout: float = 30.0) -> None:
@@ -304,10 +311,14 @@ class NamespaceRunner(Runner):
             roots = driver.trace_roots()
         self.events("client_start", pids=roots)
         self.result["client_roots"] = roots
-        # The tracer attaches while the client gets ready (page load, registration...), and
-        # the client's tree is fully traced before it joins.
+        # The tracer attaches while the client gets ready (page load, registration...): the
+        # two take seconds each, side by side rather than one after the other. The client's
+        # tree is fully traced before it joins; a client that may read the microphone while
+        # it prepares (a pre-join preview) has its roots attached first.
         if spec.trace_app:
             self.start_tracer(roots, driver.trace_skip)
+            if driver.reads_while_preparing:
+                self.tracer_ready()
         else:
             self.events("tracer_disabled")
         self.enter("prepare")
@@ -315,6 +326,8 @@ class NamespaceRunner(Runner):
             driver.prepare()
         self.events("client_ready")
         if spec.trace_app:
+            if not driver.reads_while_preparing:
+                self.tracer_ready()
             self.wait_traced(roots)
         self.play_schedule(driver)
         self.stop()

@@ -245,23 +245,26 @@ class TreeTracer:
     def attach_new(self) -> None:
         """Attach, in parallel, to every process of the tree not seen yet."""
         tree = descendants(self.roots, children_map())
-        with self.lock:
-            unseen = sorted(tree - set(self.sessions) - self.given_up - self.pending)
-        # Injecting into a process in its first moments (just forked from a zygote, or
-        # mid-exec) can crash Frida's loader and the process with it: wait until it settles.
+        skipped = []
         new = []
-        for pid in unseen:
-            if (_age_s(pid) or 0.0) < self.min_age_s:
-                continue
-            excluded = self.excluded_by(pid)
-            if excluded:
-                with self.lock:
-                    self.given_up.add(pid)
-                self.event("trace_skip", pid=pid, comm=_comm(pid), reason=f"excluded: {excluded}")
-            else:
-                new.append(pid)
+        # One lock from choosing to marking pending: the poll thread and the start both call
+        # this, and neither may attach a process the other has chosen.
         with self.lock:
+            for pid in sorted(tree - set(self.sessions) - self.given_up - self.pending):
+                # Injecting into a process in its first moments (just forked from a zygote, or
+                # mid-exec) can crash Frida's loader and the process with it: wait until it
+                # settles.
+                if (_age_s(pid) or 0.0) < self.min_age_s:
+                    continue
+                excluded = self.excluded_by(pid)
+                if excluded:
+                    self.given_up.add(pid)
+                    skipped.append((pid, excluded))
+                else:
+                    new.append(pid)
             self.pending.update(new)
+        for pid, excluded in skipped:
+            self.event("trace_skip", pid=pid, comm=_comm(pid), reason=f"excluded: {excluded}")
         try:
             list(self.pool.map(self.attach, new))
         finally:
@@ -295,22 +298,22 @@ class TreeTracer:
     def run(self, poll_s: float = 0.05) -> int:
         """Attach to the tree until asked to stop; return the exit status.
 
-        "ready" is announced once the whole tree present at start is attached, so the
-        session's first action happens with every existing process traced. Polling runs in
-        a background thread, so a stop is honoured even while an attach is in progress.
+        "ready" is announced once the roots are attached. Polling runs in a background
+        thread from the start, so the processes a client starts meanwhile are attached beside
+        its root, and a stop is honoured even while an attach is in progress (the runner
+        waits on ``--status`` for the whole tree).
         """
         for root in self.roots:
             # a process younger than min_age_s can crash Frida's loader; an age of 0.0 is
             # young, not unknown (only None means the process is gone)
             while (age := _age_s(root)) is not None and age < self.min_age_s:
                 time.sleep(0.02)
-            if proc_stat(root) is None or not self.attach(root):
-                log.error("cannot attach to root process %d", root)
-                return 2
-        self.attach_new()
-        if self.status is not None:
-            self.write_status()
-        print(json.dumps({"ready": sorted(self.sessions)}), flush=True)
+        # The roots and the processes already below them are attached side by side: each
+        # attach waits for its own process to settle, then injects (about a second for a
+        # Chromium process), and one after the other they were most of a session's set-up.
+        with self.lock:
+            self.pending.update(self.roots)
+        roots = [self.pool.submit(self.attach, root) for root in self.roots]
 
         def poll() -> None:
             while not self.stopping.wait(poll_s):
@@ -319,11 +322,22 @@ class TreeTracer:
                     self.out.flush()
 
         threading.Thread(target=poll, name="poll", daemon=True).start()
+        for root, attached in zip(self.roots, roots, strict=True):
+            if not attached.result():
+                log.error("cannot attach to root process %d", root)
+                self.stopping.set()
+                return 2
+        with self.lock:
+            self.pending.difference_update(self.roots)
+        self.attach_new()  # whatever the poll has not chosen yet
+        if self.status is not None:
+            self.write_status()
+        print(json.dumps({"ready": sorted(self.sessions)}), flush=True)
         self.stopping.wait()
         self.pool.shutdown(wait=False, cancel_futures=True)
         return 0 if self.finish() else 3
 
-    def finish(self, timeout: float = 6.0, close_timeout: float = 2.0) -> bool:
+    def finish(self, timeout: float = 6.0, close_timeout: float = 0.5) -> bool:
         """Drain every agent's buffer, detach, close the files; False if some agent hung.
 
         The session runner allows 10 s from its SIGTERM to our exit, so every step here is
@@ -359,7 +373,8 @@ class TreeTracer:
             # Every read is drained by now: waiting on a hung close would have the runner kill
             # us and fail the session for nothing (a suspected cause of "tracer was killed on
             # stop", about once in 50 sessions under load). The helper it would have ended is
-            # left in the session's namespace, which the runner empties and deletes.
+            # left in the session's namespace, which the runner empties and deletes. It closes
+            # in about 50 ms, or hangs: waiting 2 s for it was seen to add 2 s to a session.
             log.warning("Frida's device manager did not close within %.0f s", close_timeout)
             self.event("trace_close_timeout", timeout_s=close_timeout)
         with self.lock:

@@ -82,6 +82,9 @@ class Driver(ABC):
     # device (sandboxed renderers…): not traced, to keep attach time down. Each skip is on
     # record as a `trace_skip` event.
     trace_skip: ClassVar[tuple[str, ...]] = ()
+    # Whether prepare() may already read the microphone (a real app's pre-join preview):
+    # then the tracer is attached before it, rather than while it runs.
+    reads_while_preparing: ClassVar[bool] = False
     # The options it takes, when it checks them (an unknown one is a typo: rejected by `check`).
     options: ClassVar[frozenset[str] | None] = None
 

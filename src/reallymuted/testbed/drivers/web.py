@@ -206,6 +206,7 @@ class WebAppDriver(Driver):
     capture_interface: ClassVar[str] = "uplink0"  # = reallymuted.testbed.uplink.NS_IF
     # as for the testbed's Chromium: renderers, GPU process and zygotes cannot open devices
     trace_skip = ("--type=renderer", "--type=gpu-process", "--type=zygote")
+    reads_while_preparing = True  # a pre-join screen may open the microphone (a preview)
 
     @classmethod
     def check(cls, mode: str, options: Mapping[str, Any]) -> None:
