@@ -70,9 +70,8 @@ def both_packet_readers_agree(request: pytest.FixtureRequest):
     yield
     if tmp_path is None:
         return
-    from reallymuted.analysis import pcapread
+    from reallymuted.analysis.readercheck import compare_readers_under
 
-    captures = [p for p in tmp_path.rglob("*.pcap*") if p.suffix in (".pcap", ".pcapng")]
-    differences = [d for p in sorted(captures) for d in pcapread.compare_readers(p, limit=5)]
+    differences = compare_readers_under(tmp_path, limit=5)
     if differences:
         pytest.fail("native and tshark readers differ:\n" + "\n".join(differences))

@@ -7,8 +7,10 @@ in pcapng (two interfaces, two clocks) and in pcap of both byte orders and both 
 on Ethernet, Linux cooked (v1, v2) and raw IP links. Each built capture is first checked to
 be dissected by tshark as intended, so the comparison covers what it claims to.
 
-Known differences from tshark are listed in :mod:`reallymuted.analysis.pcapread`; none of
-them occurs in these captures, so every field must be equal (the G.711 RMS to 1e-9).
+Known differences from tshark are listed in the docstrings of the reader's modules (pcapfile,
+pcapnetwork, pcapclassify; :mod:`reallymuted.analysis.pcapread` names them); none of them
+occurs in these captures, so every field must be equal (the G.711 RMS to 1e-9). The check
+that runs after every test (tests/conftest.py) is itself shown to catch a changed field.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted.analysis import extract, pcapread
+from reallymuted.analysis import extract, pcapread, readercheck
 from reallymuted.io import DataError
 
 LOCAL, PEER = bytes([127, 0, 0, 1]), bytes([10, 0, 0, 2])
@@ -186,7 +188,7 @@ def test_the_built_capture_is_dissected_as_intended(call_pcapng: Path) -> None:
 
 @pytest.mark.parametrize("decode_as", [None, ["tcp.port==8081,http"]])
 def test_native_reader_equals_tshark_on_the_built_capture(call_pcapng: Path, decode_as) -> None:
-    assert pcapread.compare_readers(call_pcapng, decode_as=decode_as) == []
+    assert readercheck.compare_readers(call_pcapng, decode_as=decode_as) == []
 
 
 @pytest.mark.parametrize(
@@ -203,7 +205,7 @@ def test_pcap_byte_orders_time_units_and_link_types(tmp_path: Path, link, big, n
         frames = [eth(f) for f in frames]
     path = tmp_path / f"link{link}.pcap"
     write_pcap(path, frames, link, big, nano)
-    assert pcapread.compare_readers(path, audio_level_ext_id=1) == []
+    assert readercheck.compare_readers(path, audio_level_ext_id=1) == []
     table = extract.read_packets(path, 0)
     assert (table["protocol"] == "rtp").sum() >= 10
 
@@ -212,8 +214,10 @@ def test_every_capture_in_tests_data(test_data: Path) -> None:
     captures = sorted(test_data.rglob("*.pcap*"))
     assert len(captures) >= 5
     for capture in captures:
-        assert pcapread.compare_readers(capture) == []
-        assert pcapread.compare_readers(capture, client_ports={41000}, audio_level_ext_id=3) == []
+        assert readercheck.compare_readers(capture) == []
+        assert (
+            readercheck.compare_readers(capture, client_ports={41000}, audio_level_ext_id=3) == []
+        )
 
 
 def test_a_cut_capture_keeps_its_whole_packets(call_pcapng: Path, tmp_path: Path, caplog) -> None:
@@ -223,7 +227,7 @@ def test_a_cut_capture_keeps_its_whole_packets(call_pcapng: Path, tmp_path: Path
     table = extract.read_packets(cut, 0)
     assert 0 < len(table) < len(call_packets())
     assert "cut off" in caplog.text
-    assert pcapread.compare_readers(cut) == []
+    assert readercheck.compare_readers(cut) == []
 
 
 def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
@@ -235,3 +239,33 @@ def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
         extract.read_packets(tmp_path / "none.pcapng", 0)
     with pytest.raises(ValueError, match="reader"):
         extract.read_packets(junk, 0, reader="scapy")
+
+
+CHANGES = {
+    "rtp_seq": lambda v: v + 1,
+    "protocol": lambda v: "udp",
+    "payload_rms": lambda v: v * (1 + 1e-6),  # beyond the 1e-9 tolerance
+    "audio_level_dbov": lambda v: v - 1,
+}
+
+
+@pytest.mark.parametrize(("column", "change"), CHANGES.items(), ids=list(CHANGES))
+def test_the_check_after_every_test_reports_a_field_the_readers_disagree_on(
+    call_pcapng: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column, change
+) -> None:
+    capture = tmp_path / "session" / "capture.pcapng"
+    capture.parent.mkdir()
+    capture.write_bytes(call_pcapng.read_bytes())
+    assert readercheck.compare_readers_under(tmp_path) == []
+    read = pcapread.packet_table
+    row = int(read(capture)[column].first_valid_index())  # an RTP packet for the RTP fields
+
+    def one_field_changed(*args, **kwargs):
+        table = read(*args, **kwargs)
+        table.loc[row, column] = change(table.loc[row, column])
+        return table
+
+    monkeypatch.setattr(pcapread, "packet_table", one_field_changed)
+    found = readercheck.compare_readers_under(tmp_path)
+    assert len(found) == 1
+    assert found[0].startswith(f"{capture}: packet {row + 1} {column}: native=")

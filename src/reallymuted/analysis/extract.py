@@ -16,6 +16,8 @@ import pandas as pd
 
 from reallymuted.analysis import pcapread
 from reallymuted.analysis.evidence import label_states, load_manifest, mute_segments
+from reallymuted.analysis.g711 import DECODE as G711
+from reallymuted.analysis.g711 import PAYLOAD_TYPES as G711_PAYLOAD_TYPES
 from reallymuted.io import DataError, read_jsonl, write_parquet
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,6 @@ TSHARK_FIELDS = {
 }
 # Protocols named in frame.protocols, most specific first: the first present names the packet.
 PROTOCOL_ORDER = ["rtcp", "rtp", "stun", "dtls", "http", "tls", "dns", "sip", "udp", "tcp"]
-G711_PAYLOAD_TYPES = {0: "pcmu", 8: "pcma"}
 PACKET_COLUMNS = [
     "t",
     "time_epoch",
@@ -185,23 +186,6 @@ def _audio_levels(ext_ids: pd.Series, ext_data: pd.Series, level_ext_id: int) ->
     levels.loc[byte.index] = -(values & 0x7F)
     voice.loc[byte.index] = values >> 7
     return pd.DataFrame({"audio_level_dbov": levels, "voice_activity": voice})
-
-
-def _g711_tables() -> dict[str, np.ndarray]:
-    """Decode tables for G.711 mu-law and A-law bytes to 16-bit linear samples (ITU-T G.711)."""
-    codes = np.arange(256)
-    u = ~codes & 0xFF
-    exponent, mantissa = (u >> 4) & 0x07, u & 0x0F
-    mulaw = ((mantissa << 3) + 0x84) << exponent
-    mulaw = np.where(u & 0x80, 0x84 - mulaw, mulaw - 0x84)
-    a = codes ^ 0x55
-    exponent, mantissa = (a >> 4) & 0x07, a & 0x0F
-    alaw = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << (exponent - 1))
-    alaw = np.where(a & 0x80, alaw, -alaw)
-    return {"pcmu": mulaw.astype(float), "pcma": alaw.astype(float)}
-
-
-G711 = _g711_tables()
 
 
 def _payload_rms(payload_hex: pd.Series, payload_type: pd.Series) -> np.ndarray:

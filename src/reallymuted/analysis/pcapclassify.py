@@ -1,0 +1,265 @@
+"""Which protocol tshark names a UDP or TCP packet after, for the packet table's ``protocol``.
+
+The classification reproduces what tshark 4.0 with ``rtp.heuristic_rtp:TRUE`` puts in
+``frame.protocols``, for the protocols of ``extract.PROTOCOL_ORDER``, in tshark's order for UDP:
+conversations SIP's SDP set up, then decode-as and fixed ports, then heuristics: STUN (length
+and magic cookie), SIP (request or status line), RTP (version 2, payload type not 72..76,
+CSRCs, extension and padding within the datagram: 4.0's heuristic has no even-port test),
+RTCP (SR/RR/BYE/APP/PSFB first, length a multiple of 4), DTLS (records ending exactly at the
+datagram's end). RTP with the marker bit and payload type 64..95 is handed to RTCP
+(``rtp:rtcp``, no RTP fields), as tshark does for rtcp-mux. TCP: HTTP ports, decode-as ports
+or the HTTP first-line heuristic (which then holds for the conversation); an HTTP message is
+named on the segment that completes it (headers to the empty line, then Content-Length or
+chunked body), a segment that leaves it incomplete stays ``tcp``, data in an HTTP conversation
+outside a message is HTTP continuation when it holds a line end; a segment starting with a TLS
+record header is ``tls``. Packets are vectorised per heuristic; only SIP candidates (an
+upper-case first byte or port 5060), DTLS candidates and TCP payloads are read one by one.
+
+Known differences from tshark (none occurs in the study's captures, see tests/test_pcapread.py):
+
+* only these UDP ports are known: 53 dns, 3478 stun, 5060 sip, 5353 mdns, 853/2221/5684/5868
+  dtls; tshark knows ~330, so traffic on another registered port (an ephemeral port that
+  happens to be one) may be named by tshark after that port's protocol; the other ~60
+  UDP heuristics of tshark (WireGuard, QUIC, ...) are not tried;
+* TCP is read in capture order: retransmitted, overlapping or out-of-order segments and
+  sequence gaps are not handled as tshark does; an HTTP response without length ends with
+  its segment; TLS is named per segment that starts with a record header, without
+  reassembly;
+* SDP-made RTP conversations are followed for IPv4 ``c=`` addresses only, from the frame
+  whose SDP names them (tshark waits for the answer to apply an offer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from reallymuted.analysis.pcapfile import Bytes
+from reallymuted.io import DataError
+
+UDP_PORTS = {53: "dns", 3478: "stun", 5060: "sip", 5353: "mdns"}
+UDP_PORTS |= dict.fromkeys((853, 2221, 5684, 5868), "dtls")
+HTTP_TCP_PORTS = {80, 3128, 3132, 5985, 8080, 8088, 11371, 1900, 2869, 2710}
+RTCP_HEURISTIC_TYPES = [200, 201, 203, 204, 206]  # SR, RR, BYE, APP, PSFB may open a compound
+SIP_START = re.compile(
+    rb"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3}[^\r\n]*)\r?\n"
+)  # a request or status line: what tshark's SIP heuristic looks for
+HTTP_METHOD_LINE = re.compile(rb"^([A-Z-]+) (\S+) HTTP/1\.\d$")
+HTTP_METHODS = ["GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "OPTIONS ", "PATCH ", "CONNECT "]
+# the names a UDP or TCP packet may get; the classifiers return their codes (indices)
+NAMES = ["udp", "rtp", "rtcp", "stun", "dtls", "sip", "dns", "mdns", "tcp", "http", "tls"]
+CODE = {name: i for i, name in enumerate(NAMES)}
+
+
+def decode_as_ports(rules: list[str] | None) -> tuple[dict[int, str], set[int]]:
+    """tshark ``-d`` rules ``udp.port==N,proto`` / ``tcp.port==N,http`` as port tables."""
+    udp, http = {}, set()
+    for rule in rules or []:
+        match = re.fullmatch(r"(udp|tcp)\.port==(\d+),(\w+)", rule.replace(" ", ""))
+        if not match:
+            raise DataError(
+                f"decode_as rule {rule!r}: expected udp.port==N,proto or tcp.port==N,http"
+            )
+        transport, port, proto = match[1], int(match[2]), match[3].lower()
+        if transport == "udp":
+            udp[port] = proto
+        elif proto == "http":
+            http.add(port)
+    return udp, http
+
+
+def _sdp_conversations(payloads: list[tuple[int, bytes]]) -> tuple[dict, dict]:
+    """(IPv4 address, port) -> first frame, for RTP and RTCP set up by SIP's SDP bodies."""
+    rtp, rtcp = {}, {}
+    for frame, data in payloads:
+        body = data.split(b"\r\n\r\n", 1)[-1].decode("latin-1")
+        address, mux = None, "a=rtcp-mux" in body
+        for line in body.splitlines():
+            if line.startswith("c=IN IP4 "):
+                address = line.split()[2].split("/")[0]
+            elif line.startswith("m=") and address and line.split()[1].isdigit():
+                port = int(line.split()[1])
+                if port:
+                    rtp.setdefault((address, port), frame)
+                    if not mux:
+                        rtcp.setdefault((address, port + 1), frame)
+    return rtp, rtcp
+
+
+def _dtls_records(data: bytes) -> bool:
+    """tshark's DTLS heuristic: whole DTLS records that end exactly at the datagram's end."""
+    offset = 0
+    while offset + 13 <= len(data):
+        if data[offset] not in (20, 21, 22, 23, 24, 25) or data[offset + 1 : offset + 3] not in (
+            b"\xfe\xff",
+            b"\xfe\xfd",
+            b"\x01\x00",
+        ):
+            return False
+        offset += 13 + (data[offset + 11] << 8 | data[offset + 12])
+        if offset == len(data):
+            return True
+    return False
+
+
+def _rtp_heuristic(b: Bytes, pl: np.ndarray, size: np.ndarray, captured: np.ndarray) -> np.ndarray:
+    """tshark's RTP heuristic beyond the version: not payload types 72..76 (RTCP's), CSRCs and
+    header extension within the datagram, a padding count that fits."""
+    b0 = b.u8(pl)
+    header = 12 + 4 * (b0 & 15)
+    extended = (b0 & 0x10) != 0
+    ext_ok = ~extended | (captured - header >= 4)
+    header = np.where(extended, header + 4 + 4 * b.u16(pl + header + 2), header)
+    pt = b.u8(pl + 1) & 0x7F
+    padding = b.u8(pl + size - 1)
+    padded = ((b0 & 0x20) != 0) & (captured == size)
+    pad_ok = ~padded | ((padding != 0) & (size - header >= padding))
+    return ((pt < 72) | (pt > 76)) & ext_ok & (size >= header) & pad_ok
+
+
+@dataclass
+class Flows:
+    """Addresses, ports and payload (start, reported size, captured size) of some packets."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    pl: np.ndarray
+    size: np.ndarray
+    captured: np.ndarray
+
+
+def classify_udp(b: Bytes, f: Flows, udp_ports: dict[int, str]) -> np.ndarray:
+    """tshark's choice of dissector for UDP payloads, as codes of ``NAMES`` (-1: plain udp)."""
+    src, dst, sport, dport, pl, size, captured = vars(f).values()
+    n = len(pl)
+    code = np.full(n, -1, np.int64)
+    b0, b1 = b.u8(pl), b.u8(pl + 1)
+    v2 = (b0 >> 6 == 2) & (captured >= 2)
+    # RFC 5761: with the marker bit, payload types 64..95 are RTCP's: RTP hands them over
+    rtcp_in_rtp = (b1 >= 0x80 + 64) & (b1 <= 0x80 + 95)
+    as_rtp = np.where(rtcp_in_rtp, CODE["rtcp"], CODE["rtp"])
+    sip = np.zeros(n, bool)
+    maybe = np.flatnonzero((b0 >= 0x41) & (b0 <= 0x5A) | (sport == 5060) | (dport == 5060))
+    for i in maybe:  # few packets start with an upper-case letter: confirm by the first line
+        head = b.buf[pl[i] : pl[i] + min(int(captured[i]), 512)].tobytes()
+        keepalive = head in (b"\r\n", b"\r\n\r\n") and 5060 in (sport[i], dport[i])
+        sip[i] = keepalive or bool(SIP_START.match(head))
+
+    def decide(mask: np.ndarray, value: np.ndarray | int) -> None:
+        take = mask & (code == -1)
+        code[take] = value[take] if isinstance(value, np.ndarray) else value
+
+    # 1. conversations that SIP's SDP set up, from the frame that completed the offer/answer
+    rtp_conv, rtcp_conv = _sdp_conversations(
+        [(int(i), b.buf[pl[i] : pl[i] + captured[i]].tobytes()) for i in np.flatnonzero(sip)]
+    )
+    frame = np.arange(n)
+    for conversations, value in ((rtp_conv, as_rtp), (rtcp_conv, CODE["rtcp"])):
+        for (address, port), first in conversations.items():
+            on = ((src == address) & (sport == port)) | ((dst == address) & (dport == port))
+            decide(on & (frame >= first) & v2, value)
+    # 2. fixed and decode-as ports, the lower port first; SIP's dissector refuses non-SIP
+    low, high = np.minimum(sport, dport), np.maximum(sport, dport)
+    for ports in (low, high):
+        for port, name in udp_ports.items():
+            on = ports == port
+            if name == "rtp":
+                decide(on & v2, as_rtp)
+            elif name == "sip":
+                decide(on & sip, CODE["sip"])
+            elif name in CODE:
+                decide(on, CODE[name])
+            else:
+                decide(on, -2)  # named after a protocol outside the study's list
+    # 3. heuristics, in tshark's order
+    stun = (size >= 20) & (b0 < 4) & (b.u16(pl + 2) + 20 == size) & (b.u32(pl + 4) == 0x2112A442)
+    decide(stun & (captured >= 20), CODE["stun"])
+    decide(sip, CODE["sip"])
+    decide(v2 & _rtp_heuristic(b, pl, size, captured), as_rtp)
+    decide(v2 & np.isin(b1, RTCP_HEURISTIC_TYPES) & (size % 4 == 0), CODE["rtcp"])
+    dtls = np.flatnonzero((code == -1) & (b0 >= 20) & (b0 <= 25) & (captured == size))
+    for i in dtls:
+        if _dtls_records(b.buf[pl[i] : pl[i] + captured[i]].tobytes()):
+            code[i] = CODE["dtls"]
+    return code
+
+
+def _http_start(data: bytes) -> bool:
+    """tshark's HTTP heuristic: a complete first line that starts or ends with ``HTTP/1.``."""
+    cut = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
+    if not cut or min(cut) == 8:
+        return False
+    line = data[: min(cut)]
+    return line[:7].upper() == b"HTTP/1." or line[-8:-1].upper() == b"HTTP/1."
+
+
+def _http_messages(buffer: bytes) -> tuple[list[tuple[str, str]], int]:
+    """Complete HTTP messages at the start of ``buffer``: (method, uri) of each (empty for a
+    response) and the bytes they take; an incomplete message waits for more segments."""
+    found, used = [], 0
+    while used < len(buffer):
+        head_end = buffer.find(b"\r\n\r\n", used)
+        if head_end < 0:
+            break
+        head = buffer[used:head_end].decode("latin-1")
+        lines = head.split("\r\n")
+        length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        body = int(length[1]) if length else 0
+        end = head_end + 4 + body
+        if re.search(r"(?im)^transfer-encoding:\s*chunked", head):
+            last = buffer.find(b"\r\n0\r\n\r\n", head_end + 2)
+            end = last + 7 if last >= 0 else len(buffer) + 1
+        if end > len(buffer):
+            break
+        match = HTTP_METHOD_LINE.match(lines[0].encode("latin-1"))
+        found.append((match[1].decode(), match[2].decode()) if match else ("", ""))
+        used = end
+    return found, used
+
+
+def classify_tcp(
+    b: Bytes, f: Flows, http_ports: set[int]
+) -> list[tuple[int, int, str | None, str | None]]:
+    """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones."""
+    src, dst, sport, dport, pl, size, _ = vars(f).values()
+    streams: dict[tuple, bytes] = {}
+    http_conversations: set[tuple] = set()
+    out = []
+    for i in range(len(pl)):
+        if size[i] <= 0:
+            continue
+        data = b.buf[pl[i] : pl[i] + size[i]].tobytes()
+        key = (src[i], sport[i], dst[i], dport[i])
+        conversation = frozenset(((src[i], sport[i]), (dst[i], dport[i])))
+        by_port = sport[i] in http_ports or dport[i] in http_ports
+        if not (by_port or conversation in http_conversations):
+            if _http_start(data):
+                http_conversations.add(conversation)
+            elif data[0] in (20, 21, 22, 23) and data[1] == 3 and data[2] <= 4:
+                out.append((i, CODE["tls"], None, None))
+                continue
+            else:
+                continue
+        buffer = streams.get(key, b"") + data
+        if not buffer.startswith(tuple(m.encode() for m in HTTP_METHODS)) and not buffer.startswith(
+            b"HTTP/"
+        ):
+            # data outside a message: with a whole line tshark names it HTTP continuation,
+            # without one it waits for more (and it stays "tcp")
+            whole = b"\n" in buffer or b"\r" in buffer
+            streams[key] = b"" if whole else buffer
+            if whole:
+                out.append((i, CODE["http"], None, None))
+            continue
+        messages, used = _http_messages(buffer)
+        streams[key] = buffer[used:]
+        if messages:
+            requests = [m for m in messages if m[0]]
+            methods = ";".join(m for m, _ in requests) or None
+            uris = ";".join(u for _, u in requests) or None
+            out.append((i, CODE["http"], methods, uris))
+    return out
