@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -124,3 +126,34 @@ def _code_files(script: Path, modules: tuple[str, ...]) -> tuple[str, ...]:
     files.discard(script)
     declared = {r for f in files for r in resources(f)}
     return tuple(sorted(str(p) for p in files | declared))
+
+
+def code_digest(script: str | Path, modules: Iterable[str], folder: Path) -> str:
+    """One file standing for :func:`code_files`: a line ``sha256  path`` per file, its
+    modification time that of the newest of them. A job with it as its one code input reruns
+    when, and only when, a job with all those files as inputs would (Snakemake compares
+    times), and the workflow plans it with one input instead of thirty: what makes a study of
+    10 000 sessions plan in seconds."""
+    modules = tuple(modules)
+    return _code_digest(Path(script).resolve(), modules, Path(folder).resolve())
+
+
+@functools.cache
+def _code_digest(script: Path, modules: tuple[str, ...], folder: Path) -> str:
+    files = [Path(f) for f in code_files(script, modules)]
+    text = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f}\n" for f in files)
+    digest = folder / ("+".join((script.stem, *modules)) + ".sha256")
+    if not digest.is_file() or digest.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = digest.with_name(f".{digest.name}.{os.getpid()}")
+        partial.write_text(text)
+        partial.replace(digest)  # atomic: cluster jobs parse the workflow too
+    newest = max(f.stat().st_mtime_ns for f in files) if files else 0
+    if digest.stat().st_mtime_ns != newest:
+        os.utime(digest, ns=(newest, newest))
+    return str(digest)
+
+
+def digest_files(digest: str | Path) -> list[str]:
+    """The files a :func:`code_digest` stands for."""
+    return [line.split("  ", 1)[1] for line in Path(digest).read_text().splitlines()]

@@ -34,6 +34,7 @@ EVIDENCE = ("events.jsonl", "mic_trace.jsonl", "traffic.pcapng", "client.log")
 MANIFEST = "manifest.json"  # written last: its presence means the evidence is complete
 FAILED = "manifest.failed.json"  # the only file a failed session leaves
 STAGE = ".session"  # working folder of a running session, inside its own folder
+SESSION_PLAN = "logs/sessions/plan.json"  # the sessions a run set out to make (progress)
 ATTEMPTS = "failed-attempts"  # a retried session's failed attempts, inside its folder
 
 

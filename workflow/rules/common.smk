@@ -57,10 +57,17 @@ def stage_on(name):
     return config["stages"].get(name, False)
 
 
+# Where the rules' code digests are written (reallymuted.codegraph.code_digest).
+CODE_DIGESTS = Path(".snakemake/reallymuted-code")
+
+
 def code_of(script, *modules):
     """The package files a rule's script runs (from the import graph; editing one reruns the
-    job), plus those of ``modules`` it imports by name at run time."""
-    return codegraph.code_files(REPO / "scripts" / f"{script}.py", modules)
+    job), plus those of ``modules`` it imports by name at run time: as one digest file that
+    lists them and carries the newest one's time."""
+    return codegraph.code_digest(
+        REPO / "scripts" / f"{script}.py", modules, CODE_DIGESTS
+    )
 
 
 def session_code(driver):

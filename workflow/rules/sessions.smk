@@ -10,10 +10,21 @@
 # wait on real time (the microphone's pace, the schedule) more than they compute. A failed
 # session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
 # deletes a failed job's outputs).
+from reallymuted.testbed.progress import write_plan
 from reallymuted.testbed.spec import rule_params
 
 if "testbed_session" not in workflow.global_resources:
     workflow.register_resource("testbed_session", SESSIONS["parallel"])
+
+
+# What this run sets out to capture: each session job, when it ends, prints how many are done
+# and the time left (reallymuted.testbed.progress).
+onstart:
+    if stage_on("sessions") and not SESSIONS["replay"]:
+        write_plan(
+            [session_dir(*key) for key in SESSION_MATRIX],
+            workflow.global_resources["testbed_session"],
+        )
 
 
 # With `sessions.replay` (artifact verification, ARTIFACT-APPENDIX.md) neither rule exists. A

@@ -52,6 +52,7 @@ from reallymuted.paths import (
 from reallymuted.testbed import capture, host, netns, uplink
 from reallymuted.testbed.contract import describe_exit, manifest_core, read_json, utc
 from reallymuted.testbed.drivers import Driver, get_driver
+from reallymuted.testbed.progress import progress_line
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.summary import summarise
 
@@ -488,6 +489,10 @@ def main_for_snakemake(snakemake: Any) -> None:
         snakemake.input.stimulus,
     )
     manifest = run_session(spec, Path(snakemake.output.manifest).parent)
+    line = progress_line()
+    if line:  # on the run's console (the job's stderr) as well as in its log
+        log.info("%s", line)
+        print(line, file=sys.stderr, flush=True)
     if manifest["status"] != "ok":
         failure = manifest["failure"]
         raise SystemExit(

@@ -1,0 +1,136 @@
+"""What two runs of the same study matrix measured, session by session: whether running
+sessions side by side changed anything the study measures.
+
+Per session: the paced feeder's lateness and the bytes the sound server refused (the OS
+witness's lines in ``mic_trace.jsonl``), the tracer's attach failures (``trace_error``
+events) and failed attempts, and the per-session policy labels at both witnesses
+(``policy.json``); per app and mute mode, the study's labels (``mic_policy.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from reallymuted.paths import MANIFEST, RAW, SESSIONS
+
+OS_API = "os:pipe-source"
+
+
+def session_measures(raw: Path) -> dict[str, Any]:
+    """The instrument's health in one session's raw evidence."""
+    late, refused, ticks = [], 0, 0
+    with (raw / "mic_trace.jsonl").open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row.get("api") == OS_API:
+                ticks += 1
+                late.append(float(row.get("late_ms") or 0.0))
+                refused += int(row.get("dropped") or 0)
+    errors = 0
+    with (raw / "events.jsonl").open() as fh:
+        for line in fh:
+            errors += json.loads(line).get("event") == "trace_error"
+    manifest = json.loads((raw / MANIFEST).read_text())
+    late.sort()
+    return {
+        "ticks": ticks,
+        "late_ms_p99": late[int(0.99 * (len(late) - 1))] if late else None,
+        "late_ms_max": late[-1] if late else None,
+        "refused_bytes": refused,
+        "trace_errors": errors,
+        "failed_attempts": len(manifest.get("failed_attempts") or []),
+        "wall_s": (manifest.get("supervisor") or {}).get("wall_s"),
+    }
+
+
+def _policies(workdir: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted((workdir / SESSIONS).glob("*/*/*/policy.json")):
+        data = json.loads(path.read_text())
+        key = str(path.parent.relative_to(workdir / SESSIONS))
+        found[key] = {k: data.get(k) for k in ("policy_os", "policy_app", "witnesses_agree")}
+    return found
+
+
+def _study_labels(workdir: Path) -> dict[tuple[str, str], dict[str, str]]:
+    path = workdir / "results/tables/mic_policy.csv"
+    if not path.is_file():
+        return {}
+    with path.open() as fh:
+        return {(r["app"], r["mute_mode"]): r for r in csv.DictReader(fh)}
+
+
+def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
+    """Session by session, what ``measured`` recorded beside ``baseline`` (two working
+    directories that ran the same matrix)."""
+    sessions = {}
+    for manifest in sorted((baseline / RAW).glob(f"*/*/*/{MANIFEST}")):
+        key = str(manifest.parent.relative_to(baseline / RAW))
+        other = measured / RAW / key
+        if not (other / MANIFEST).is_file():
+            sessions[key] = {"missing_in_measured": True}
+            continue
+        sessions[key] = {
+            "baseline": session_measures(manifest.parent),
+            "measured": session_measures(other),
+        }
+    policies = {"baseline": _policies(baseline), "measured": _policies(measured)}
+    label_changes = [
+        {"session": key, "baseline": policies["baseline"][key], "measured": label}
+        for key, label in sorted(policies["measured"].items())
+        if key in policies["baseline"] and policies["baseline"][key] != label
+    ]
+    labels = {"baseline": _study_labels(baseline), "measured": _study_labels(measured)}
+    study_changes = [
+        {
+            "app": app,
+            "mute_mode": mode,
+            "baseline": labels["baseline"].get((app, mode), {}),
+            "measured": row,
+        }
+        for (app, mode), row in sorted(labels["measured"].items())
+        if {
+            k: labels["baseline"].get((app, mode), {}).get(k) for k in ("policy", "witnesses_agree")
+        }
+        != {k: row.get(k) for k in ("policy", "witnesses_agree")}
+    ]
+    paired = [s for s in sessions.values() if "baseline" in s]
+
+    def total(run: str, key: str) -> float:
+        return sum(s[run][key] or 0 for s in paired)
+
+    def worst(run: str, key: str) -> float | None:
+        values = [s[run][key] for s in paired if s[run][key] is not None]
+        return max(values) if values else None
+
+    summary = {
+        "sessions_compared": len(paired),
+        "sessions_missing": len(sessions) - len(paired),
+        **{
+            f"{key}_{run}": fn(run, key)
+            for run in ("baseline", "measured")
+            for key, fn in (
+                ("late_ms_p99", worst),
+                ("late_ms_max", worst),
+                ("refused_bytes", total),
+                ("trace_errors", total),
+                ("failed_attempts", total),
+            )
+        },
+        "session_label_changes": len(label_changes),
+        "study_label_changes": len(study_changes),
+        "study_labels_compared": len(labels["measured"]),
+    }
+    return {
+        "summary": summary,
+        "labels_identical": not label_changes
+        and not study_changes
+        and bool(labels["measured"])
+        and len(sessions) == len(paired),
+        "session_label_changes": label_changes,
+        "study_label_changes": study_changes,
+        "sessions": sessions,
+    }

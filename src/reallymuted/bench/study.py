@@ -1,0 +1,172 @@
+"""Benchmarks of the study as a whole: its reference part, planning a large study, and the
+default quick study end to end with its sessions one at a time and several at once."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reallymuted.bench.common import (
+    BASELINE_REV,
+    REPO,
+    baseline_checkout,
+    code_env,
+    log,
+    measure_command,
+    snakemake_command,
+)
+from reallymuted.io import write_json
+
+# A study this size must plan within these (issue 14).
+PLAN_SESSIONS, PLAN_TARGET_S, PLAN_TARGET_MB = 10_000, 30.0, 1024.0
+REFERENCE_TARGET_S = 60.0
+STUDY_TARGET_S = 12 * 60.0
+
+
+def _run_workflow(
+    code: Path, config: dict[str, Any], cores: int, *extra: str, workdir: Path | None = None
+) -> dict[str, Any]:
+    """``code``'s workflow with ``config``, in ``workdir`` (a scratch one by default)."""
+    with tempfile.TemporaryDirectory(prefix="reallymuted-bench-") as scratch:
+        folder = workdir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        command = snakemake_command(folder, cores, *extra, code=code)
+        return measure_command(command, folder, env=code_env(code))
+
+
+def _reference_only(code: Path) -> dict[str, Any]:
+    config = yaml.safe_load((code / "config.yaml").read_text())
+    config["stages"] = {name: name == "reference" for name in config["stages"]}
+    return config
+
+
+def bench_reference_study(out_dir: Path, cores: int = 2) -> dict[str, Any]:
+    """The reference part of the default study from nothing, by the baseline revision's code
+    and by this checkout's, one after the other on the same machine."""
+    with baseline_checkout() as old:
+        log.info("reference_study: baseline (%s) …", BASELINE_REV)
+        baseline = _run_workflow(old, _reference_only(old), cores)
+    log.info("reference_study: this checkout …")
+    measured = _run_workflow(REPO, _reference_only(REPO), cores)
+    ok = baseline["exit_status"] == 0 and measured["exit_status"] == 0
+    result = {
+        "benchmark": "reference_study",
+        "what": "user study, telemetry, classifier (all windows, models), claims, from "
+        f"scratch with `snakemake -c {cores}`; baseline: the same by revision {BASELINE_REV}",
+        "cores": cores,
+        "baseline": baseline["wall_s"],
+        "measured": measured["wall_s"],
+        "ratio": round(baseline["wall_s"] / measured["wall_s"], 2),
+        "peak_tree_rss_mb": {
+            "baseline": baseline["peak_tree_rss_mb"],
+            "measured": measured["peak_tree_rss_mb"],
+        },
+        "runs": {"baseline": baseline, "measured": measured},
+        "target": f"wall time under {REFERENCE_TARGET_S:.0f} s on {cores} cores",
+        "met": ok and measured["wall_s"] < REFERENCE_TARGET_S,
+    }
+    write_json(out_dir / "reference_study.json", result)
+    return result
+
+
+def _repetitions_for(code: Path, sessions_wanted: int) -> tuple[int, int]:
+    """(repetitions, sessions): the fewest repetitions whose matrix holds ``sessions_wanted``."""
+    from reallymuted.study import matrix
+
+    config = yaml.safe_load((code / "config.yaml").read_text())
+    config["sessions"]["repetitions"] = 1
+    one = len(matrix(config["sessions"]))
+    config["sessions"]["repetitions"] = 2
+    per_rep = len(matrix(config["sessions"])) - one  # apps with their own repetitions stay
+    reps = max(1, -(-(sessions_wanted - (one - per_rep)) // per_rep))
+    return reps, one - per_rep + reps * per_rep
+
+
+def _plan(code: Path, repetitions: int) -> dict[str, Any]:
+    config = yaml.safe_load((code / "config.yaml").read_text())
+    config["sessions"]["repetitions"] = repetitions
+    return _run_workflow(code, config, 2, "-n", "-q")
+
+
+def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[str, Any]:
+    """`snakemake -n` for a study of 10 000 sessions (the default study's apps, repetitions
+    raised), and for the baseline revision at a size it accepts and plans in minutes."""
+    reps, sessions = _repetitions_for(REPO, PLAN_SESSIONS)
+    log.info("planning_scale: %d sessions (repetitions %d) …", sessions, reps)
+    measured = _plan(REPO, reps)
+    small_reps, small = _repetitions_for(REPO, baseline_sessions)
+    log.info("planning_scale: %d sessions, this checkout and %s …", small, BASELINE_REV)
+    same_size = _plan(REPO, small_reps)
+    with baseline_checkout() as old:
+        baseline = _plan(old, small_reps)
+    per_k = {
+        "baseline": round(1000 * baseline["wall_s"] / small, 2),
+        "measured_small": round(1000 * same_size["wall_s"] / small, 2),
+        "measured": round(1000 * measured["wall_s"] / sessions, 2),
+    }
+    ok = all(r["exit_status"] == 0 for r in (measured, same_size, baseline))
+    result = {
+        "benchmark": "planning_scale",
+        "what": f"snakemake -n -q on the default study with repetitions raised: {sessions} "
+        f"sessions by this checkout; {small} sessions by it and by revision {BASELINE_REV} "
+        "(whose schema refuses more than 100 repetitions); every stage on",
+        "sessions": sessions,
+        "wall_s": measured["wall_s"],
+        "peak_tree_rss_mb": measured["peak_tree_rss_mb"],
+        "seconds_per_1000_sessions": per_k,
+        "baseline": per_k["baseline"],
+        "measured": per_k["measured"],
+        "ratio": round(per_k["baseline"] / per_k["measured"], 2),
+        "runs": {"measured": measured, "measured_small": same_size, "baseline": baseline},
+        "target": f"{PLAN_SESSIONS} sessions planned in under {PLAN_TARGET_S:.0f} s and "
+        f"{PLAN_TARGET_MB:.0f} MB (ratio: seconds per 1000 sessions, baseline / measured)",
+        "met": ok
+        and measured["wall_s"] < PLAN_TARGET_S
+        and measured["peak_tree_rss_mb"] < PLAN_TARGET_MB,
+    }
+    write_json(out_dir / "planning_scale.json", result)
+    return result
+
+
+def bench_study_parallel(out_dir: Path, cores: int = 2) -> dict[str, Any]:
+    """The default quick study end to end from nothing (after set-up), its sessions one at a
+    time (the baseline) and ``sessions.parallel`` at a time as config.yaml sets it; then what
+    the two measured, session by session (reallymuted.bench.compare)."""
+    from reallymuted.bench.compare import compare_runs
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    parallel = int(config["sessions"]["parallel"])
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="reallymuted-bench-study-") as scratch:
+        for name, limit in (("serial", 1), ("parallel", parallel)):
+            config["sessions"]["parallel"] = limit
+            workdir = Path(scratch) / name
+            log.info("study_parallel: the default study, %d session(s) at a time …", limit)
+            runs[name] = _run_workflow(REPO, config, cores, workdir=workdir)
+            runs[name]["sessions_at_once"] = limit
+        comparison = compare_runs(Path(scratch) / "serial", Path(scratch) / "parallel")
+    serial, fast = runs["serial"]["wall_s"], runs["parallel"]["wall_s"]
+    ok = all(r["exit_status"] == 0 for r in runs.values())
+    result = {
+        "benchmark": "study_parallel",
+        "what": f"the default study (config.yaml, every stage) end to end from nothing with "
+        f"`snakemake -c {cores}`, sessions one at a time (baseline) and {parallel} at a time "
+        "(measured); the comparison is per session and per policy label",
+        "sessions_parallel": parallel,
+        "baseline": serial,
+        "measured": fast,
+        "ratio": round(serial / fast, 2),
+        "comparison": comparison,
+        "runs": {k: {**v, "output_tail": v["output_tail"][-600:]} for k, v in runs.items()},
+        "target": f"the study in at most {STUDY_TARGET_S / 60:.0f} min on {cores} cores, "
+        "measuring the same as one session at a time (identical policy labels)",
+        "met": ok and fast <= STUDY_TARGET_S and comparison["labels_identical"],
+    }
+    write_json(out_dir / "study_parallel.json", result)
+    log.info("study_parallel: %s", json.dumps(comparison["summary"]))
+    return result
