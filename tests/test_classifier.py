@@ -298,6 +298,26 @@ def _metrics(rows):
     )
 
 
+def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, settings):
+    """fit_model takes the MLP's mini-batches by NumPy indexing (faster); the weights must be
+    exactly those of scikit-learn's own fit, and scikit-learn's function is put back."""
+    w = c.windows(parsed.minutes[parsed.minutes.split == "dev"], 3)
+    X, y = w.X[:600], w.y[:600]
+    params = {"hidden_layer_sizes": [16], "max_iter": 30}
+    ours = t.fit_model("mlp", params, settings["seed"], X, y)
+    theirs = t.make_model("mlp", params, settings["seed"])
+    weight = t.compute_sample_weight("balanced", y)
+    with pytest.warns(t.ConvergenceWarning):
+        theirs.fit(X, y, model__sample_weight=weight)
+    assert t.mlp_module._safe_indexing.__module__ == "sklearn.utils._indexing"
+    ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]
+    assert ours.n_iter_ == theirs.n_iter_ == 30
+    for a, b in zip(
+        ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_model_selection_ties_go_to_the_simpler_model():
     metrics = _metrics(
         [(3, "mlp", 0.8), (3, "random_forest", 0.8), (3, "majority", 0.2), (5, "mlp", 0.9)]

@@ -493,7 +493,7 @@ class CrossValidation:
 
 def pooled_scores(confusion: pd.DataFrame) -> tuple[float, float, int]:
     """Macro accuracy, macro precision and windows of a confusion table (count column),
-    as :func:`classifier_training.macro_accuracy` / :func:`~.macro_precision` would give on
+    as ``classifier_training.macro_accuracy`` / ``macro_precision`` would give on
     the pooled predictions."""
     counts = confusion.pivot_table(
         index="true_activity", columns="predicted_activity", values="count", aggfunc="sum"
