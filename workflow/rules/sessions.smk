@@ -21,9 +21,10 @@ if "testbed_session" not in workflow.global_resources:
 # and the time left (reallymuted.testbed.progress).
 onstart:
     if stage_on("sessions") and not SESSIONS["replay"]:
+        limit = workflow.global_resources["testbed_session"]
         write_plan(
             [session_dir(*key) for key in SESSION_MATRIX],
-            workflow.global_resources["testbed_session"],
+            int(getattr(limit, "value", limit)),  # a Resource in Snakemake 9
         )
 
 

@@ -20,7 +20,15 @@ OS_API = "os:pipe-source"
 
 
 def session_measures(raw: Path) -> dict[str, Any]:
-    """The instrument's health in one session's raw evidence."""
+    """The instrument's health in one session's raw evidence. Refused bytes are counted from
+    join to leave: before the join they measure how long the client took to start."""
+    errors, edges = 0, {}
+    with (raw / "events.jsonl").open() as fh:
+        for line in fh:
+            event = json.loads(line)
+            errors += event.get("event") == "trace_error"
+            if event.get("event") in ("join", "leave"):
+                edges.setdefault(event["event"], float(event["t"]))
     late, refused, ticks = [], 0, 0
     with (raw / "mic_trace.jsonl").open() as fh:
         for line in fh:
@@ -28,18 +36,15 @@ def session_measures(raw: Path) -> dict[str, Any]:
             if row.get("api") == OS_API:
                 ticks += 1
                 late.append(float(row.get("late_ms") or 0.0))
-                refused += int(row.get("dropped") or 0)
-    errors = 0
-    with (raw / "events.jsonl").open() as fh:
-        for line in fh:
-            errors += json.loads(line).get("event") == "trace_error"
+                if edges.get("join", 0.0) <= row["t"] < edges.get("leave", float("inf")):
+                    refused += int(row.get("dropped") or 0)
     manifest = json.loads((raw / MANIFEST).read_text())
     late.sort()
     return {
         "ticks": ticks,
         "late_ms_p99": late[int(0.99 * (len(late) - 1))] if late else None,
         "late_ms_max": late[-1] if late else None,
-        "refused_bytes": refused,
+        "refused_bytes_join_to_leave": refused,
         "trace_errors": errors,
         "failed_attempts": len(manifest.get("failed_attempts") or []),
         "wall_s": (manifest.get("supervisor") or {}).get("wall_s"),
@@ -115,7 +120,7 @@ def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
             for key, fn in (
                 ("late_ms_p99", worst),
                 ("late_ms_max", worst),
-                ("refused_bytes", total),
+                ("refused_bytes_join_to_leave", total),
                 ("trace_errors", total),
                 ("failed_attempts", total),
             )

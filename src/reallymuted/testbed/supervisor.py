@@ -490,9 +490,9 @@ def main_for_snakemake(snakemake: Any) -> None:
     )
     manifest = run_session(spec, Path(snakemake.output.manifest).parent)
     line = progress_line()
-    if line:  # on the run's console (the job's stderr) as well as in its log
+    if line:  # in the job's log, and on the run's console (the stderr the job was given)
         log.info("%s", line)
-        print(line, file=sys.stderr, flush=True)
+        print(line, file=sys.__stderr__, flush=True)
     if manifest["status"] != "ok":
         failure = manifest["failure"]
         raise SystemExit(
