@@ -241,6 +241,13 @@ def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
         extract.read_packets(junk, 0, reader="scapy")
 
 
+def test_an_empty_file_has_no_packets_as_tshark_reads_it(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pcapng"  # e.g. a placeholder in an archive's layout
+    empty.write_bytes(b"")
+    assert len(extract.read_packets(empty, 0, reader="tshark")) == 0
+    assert len(extract.read_packets(empty, 0)) == 0
+
+
 CHANGES = {
     "rtp_seq": lambda v: v + 1,
     "protocol": lambda v: "udp",

@@ -135,7 +135,9 @@ def code_digest(script: str | Path, modules: Iterable[str], folder: Path) -> str
     times), and the workflow plans it with one input instead of thirty: what makes a study of
     10 000 sessions plan in seconds."""
     modules = tuple(modules)
-    return _code_digest(Path(script).resolve(), modules, Path(folder).resolve())
+    # ``folder`` as given (relative to the run's directory): an input's recorded name must
+    # not change when a study's folder is moved or copied (artifact verification does).
+    return _code_digest(Path(script).resolve(), modules, Path(folder))
 
 
 @functools.cache

@@ -45,6 +45,10 @@ def read_records(path: Path) -> Records:
     data = path.read_bytes()
     buf = np.frombuffer(data + bytes(64), dtype=np.uint8)  # reads past a packet stay inside
     magic, size = data[:4], len(data)
+    if not size:  # no packets, as tshark reads it (dumpcap always writes a header)
+        log.warning("%s: empty file, no packets", path)
+        none = np.zeros(0, dtype=np.int64)
+        return Records(buf, none, none, none, none, np.zeros(0))
     if magic == b"\x0a\x0d\x0d\x0a":
         return _pcapng(path, data, buf)
     order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<"}.get(magic, ">")
