@@ -241,6 +241,26 @@ def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
         extract.read_packets(junk, 0, reader="scapy")
 
 
+def test_a_retransmitted_segment_is_not_added_twice_to_an_http_stream(tmp_path: Path) -> None:
+    """Seen in a served SDK bundle: counted twice, a retransmission completed the response
+    early, and the native reader named the segment after it HTTP where tshark said TCP."""
+    body = [b"line one\n", b"a longer line two\n", b"line three\n", b"line 4\n"]
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b"".join(body))
+    segments = [(1, head + body[0])]
+    for data in body[1:]:
+        segments.append((segments[-1][0] + len(segments[-1][1]), data))
+        if data == body[1]:  # counted twice, the body would be whole one segment early
+            segments.append(segments[-1])
+    frames = [
+        eth(ipv4(6, tcp(8080, 41000, seq, data), src=PEER, dst=LOCAL)) for seq, data in segments
+    ]
+    path = tmp_path / "retransmission.pcap"
+    write_pcap(path, frames, link=1, big=False, nano=False)
+    tshark = extract.read_packets(path, 0, reader="tshark")
+    assert tshark["protocol"].tolist() == ["tcp", "tcp", "tcp", "tcp", "http"]
+    assert readercheck.compare_readers(path) == []
+
+
 def test_an_empty_file_has_no_packets_as_tshark_reads_it(tmp_path: Path) -> None:
     empty = tmp_path / "empty.pcapng"  # e.g. a placeholder in an archive's layout
     empty.write_bytes(b"")

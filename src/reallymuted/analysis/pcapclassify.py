@@ -21,8 +21,9 @@ Known differences from tshark (none occurs in the study's captures, see tests/te
   dtls; tshark knows ~330, so traffic on another registered port (an ephemeral port that
   happens to be one) may be named by tshark after that port's protocol; the other ~60
   UDP heuristics of tshark (WireGuard, QUIC, ...) are not tried;
-* TCP is read in capture order: retransmitted, overlapping or out-of-order segments and
-  sequence gaps are not handled as tshark does; an HTTP response without length ends with
+* TCP is read in capture order: a segment's bytes already in its stream (a retransmission,
+  an overlap) are left out of HTTP's stream, but out-of-order segments and sequence gaps
+  are not handled as tshark does; an HTTP response without length ends with
   its segment; TLS is named per segment that starts with a record header, without
   reassembly;
 * SDP-made RTP conversations are followed for IPv4 ``c=`` addresses only, from the frame
@@ -222,11 +223,15 @@ def _http_messages(buffer: bytes) -> tuple[list[tuple[str, str]], int]:
 
 
 def classify_tcp(
-    b: Bytes, f: Flows, http_ports: set[int]
+    b: Bytes, f: Flows, http_ports: set[int], seq: np.ndarray
 ) -> list[tuple[int, int, str | None, str | None]]:
-    """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones."""
+    """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones.
+    ``seq`` (each segment's sequence number) keeps a retransmitted segment out of the stream,
+    as tshark's reassembly does: added twice, it completed a large HTTP response early and
+    named the segment after it HTTP (seen on a served SDK bundle)."""
     src, dst, sport, dport, pl, size, _ = vars(f).values()
     streams: dict[tuple, bytes] = {}
+    next_seq: dict[tuple, int] = {}
     http_conversations: set[tuple] = set()
     out = []
     for i in range(len(pl)):
@@ -234,6 +239,14 @@ def classify_tcp(
             continue
         data = b.buf[pl[i] : pl[i] + size[i]].tobytes()
         key = (src[i], sport[i], dst[i], dport[i])
+        start, expected = int(seq[i]), next_seq.get(key)
+        fresh: bytes | None = data  # what this segment adds to its stream
+        if expected is not None:
+            behind = (expected - start) % 2**32  # bytes of this segment already seen
+            if behind < 2**31:  # not ahead of the stream (a gap is taken as it comes)
+                fresh = data[behind:] if behind < len(data) else None
+        if fresh is not None:
+            next_seq[key] = (start + int(size[i])) % 2**32
         conversation = frozenset(((src[i], sport[i]), (dst[i], dport[i])))
         by_port = sport[i] in http_ports or dport[i] in http_ports
         if not (by_port or conversation in http_conversations):
@@ -244,7 +257,9 @@ def classify_tcp(
                 continue
             else:
                 continue
-        buffer = streams.get(key, b"") + data
+        if fresh is None:
+            continue  # a retransmission: plain tcp, as tshark names it
+        buffer = streams.get(key, b"") + fresh
         if not buffer.startswith(tuple(m.encode() for m in HTTP_METHODS)) and not buffer.startswith(
             b"HTTP/"
         ):

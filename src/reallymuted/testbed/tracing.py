@@ -138,6 +138,7 @@ class TreeTracer:
         self.sessions: dict[int, tuple[frida.core.Session, frida.core.Script]] = {}
         self.given_up: set[int] = set()
         self.lock = threading.Lock()
+        self.status_lock = threading.Lock()
         self.out = out.open("w")
         self.events = events.open("w")
         self.stopping = threading.Event()
@@ -284,12 +285,14 @@ class TreeTracer:
         return next((pattern for pattern in self.skip if pattern in cmdline), None)
 
     def write_status(self) -> None:
-        """Publish which PIDs are covered, so the runner can wait until the tree is traced."""
-        with self.lock:
-            covered = sorted(set(self.sessions) | self.given_up)
-        tmp = self.status.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"covered": covered}))
-        tmp.replace(self.status)
+        """Publish which PIDs are covered, so the runner can wait until the tree is traced.
+        The poll thread and the start both publish: one at a time, through one file."""
+        with self.status_lock:
+            with self.lock:
+                covered = sorted(set(self.sessions) | self.given_up)
+            tmp = self.status.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"covered": covered}))
+            tmp.replace(self.status)
 
     def on_detached(self, pid: int, reason: str) -> None:
         if not self.stopping.is_set():
@@ -317,7 +320,10 @@ class TreeTracer:
 
         def poll() -> None:
             while not self.stopping.wait(poll_s):
-                self.attach_new()
+                try:
+                    self.attach_new()
+                except Exception:  # a poll thread that died would leave new processes unseen
+                    log.exception("polling the process tree failed; polling on")
                 with self.lock:
                     self.out.flush()
 
@@ -375,7 +381,7 @@ class TreeTracer:
             # stop", about once in 50 sessions under load). The helper it would have ended is
             # left in the session's namespace, which the runner empties and deletes. It closes
             # in about 50 ms, or hangs: waiting 2 s for it was seen to add 2 s to a session.
-            log.warning("Frida's device manager did not close within %.0f s", close_timeout)
+            log.warning("Frida's device manager did not close within %.1f s", close_timeout)
             self.event("trace_close_timeout", timeout_s=close_timeout)
         with self.lock:
             self.out.close()
