@@ -124,6 +124,10 @@ def baseline_checkout(rev: str = BASELINE_REV) -> Iterator[Path]:
             for built in ("envs/sdk/dist", "envs/sdk/node_modules"):
                 if (REPO / built).exists() and not (tree / built).exists():
                     (tree / built).symlink_to(REPO / built)
+            # the authors' data beside it, where config.yaml's reference.dir expects it
+            shared = REPO.parent / "shared"
+            if shared.is_dir():
+                (tree.parent / "shared").symlink_to(shared)
             yield tree
         finally:
             subprocess.run(
