@@ -104,12 +104,6 @@ def snakemake_command(workdir: Path, cores: int, *extra: str, code: Path = REPO)
     ]
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 @contextlib.contextmanager
 def baseline_checkout(rev: str = BASELINE_REV) -> Iterator[Path]:
     """A worktree of the repository at ``rev`` (removed afterwards). The vendors' libraries

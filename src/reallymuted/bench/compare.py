@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reallymuted.paths import MANIFEST, RAW, SESSIONS
-
-OS_API = "os:pipe-source"
+from reallymuted.testbed.audio import OS_API
 
 
 def session_measures(raw: Path) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import yaml
 
-from reallymuted.bench.common import BASELINE_REV, REPO, baseline_checkout, code_env, log, median
+from reallymuted.bench.common import BASELINE_REV, REPO, baseline_checkout, code_env, log
 from reallymuted.io import write_json
 
 OVERHEAD_TARGET_S = 3.0
