@@ -87,6 +87,20 @@ def resources(path: Path) -> tuple[Path, ...]:
 
 
 @functools.cache
+def _imported_files(path: Path) -> tuple[Path, ...]:
+    """The package files ``path`` imports or runs directly (with their parent packages). Once
+    per file: the closures of the rules' scripts share most of the package, and parsing it again
+    for each script made reading the Snakefile take seconds."""
+    found = {
+        module
+        for name in imported_names(path)
+        for module in map(module_file, (*_parents(name), name))
+        if module is not None
+    }
+    return tuple(found)
+
+
+@functools.cache
 def _closure(start: Path) -> frozenset[Path]:
     seen: set[Path] = set()
     todo = [start]
@@ -95,11 +109,7 @@ def _closure(start: Path) -> frozenset[Path]:
         if path in seen:
             continue
         seen.add(path)
-        for name in imported_names(path):
-            for module in (*_parents(name), name):
-                found = module_file(module)
-                if found is not None and found not in seen:
-                    todo.append(found)
+        todo.extend(f for f in _imported_files(path) if f not in seen)
     return frozenset(seen)
 
 
