@@ -1,4 +1,5 @@
 # Runs before any rule: validate the configuration, locate inputs, and build target lists.
+import functools
 import re
 import sys
 from pathlib import Path
@@ -61,6 +62,8 @@ def stage_on(name):
 CODE_DIGESTS = Path(".snakemake/reallymuted-code")
 
 
+# Once per script and modules: the `session` rule asks for every job.
+@functools.cache
 def code_of(script, *modules):
     """The package files a rule's script runs (from the import graph; editing one reruns the
     job), plus those of ``modules`` it imports by name at run time: as one digest file that

@@ -65,8 +65,10 @@ if not SESSIONS["replay"]:
             client_log=f"{SESSION_DIR}/client.log",
         log:
             "logs/sessions/{app}/{mode}-{stimulus}/rep{rep}.log",
+        # Not the apps whose sessions rule `collector_session` captures (telemetry_sessions.smk):
+        # a file only one rule can make plans one job, not two and a rule order.
         wildcard_constraints:
-            app=name_pattern(SESSIONS["apps"]),
+            app=name_pattern(set(SESSIONS["apps"]) - set(COLLECTOR_APPS)),
             mode=name_pattern(MODES),
             stimulus=name_pattern(SESSIONS["stimuli"]),
             rep=r"\d+",
