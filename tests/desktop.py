@@ -177,6 +177,7 @@ def _pulse_config(fifo: Path) -> str:
         [
             ".fail",
             "load-module module-native-protocol-unix",
+            "load-module module-stream-restore",
             f"load-module module-null-sink sink_name=speaker rate={RATE}",
             f"load-module module-pipe-source source_name=mic file={fifo} format=s16le "
             f"rate={RATE} channels={CHANNELS} source_properties=device.description=TestbedMic",

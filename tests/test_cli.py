@@ -162,3 +162,13 @@ def test_command_groups_are_pluggable(capsys):
 def test_problems_path():
     assert cli.problems_path("a/OUT.csv") == Path("a/OUT.problems.csv")
     assert cli.problems_path("a/out.tsv") == Path("a/out.tsv.problems.csv")
+
+
+def test_guard_usage_errors_and_an_absent_guard_are_said(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert cli.main(["guard", "run"]) == cli.EXIT_USAGE  # neither a command nor --pid
+    assert cli.main(["guard", "run", "--pid", "1", "--", "true"]) == cli.EXIT_USAGE
+    assert "give the app to run after --, or --pid" in capsys.readouterr().err
+    socket_path = tmp_path / "no-guard.sock"
+    assert cli.main(["guard", "status", "--socket", str(socket_path)]) == 1
+    assert f"no guard at {socket_path}" in capsys.readouterr().err

@@ -239,9 +239,99 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# guard: the OS-level mute the paper recommends
+
+
+def add_guard_commands(subparsers: Subparsers) -> None:
+    guard = subparsers.add_parser(
+        "guard",
+        help="mute an app's microphone at the sound server while you are muted",
+        description=(
+            "Guard one app: while you are muted its capture streams are muted at your "
+            "PulseAudio or PipeWire server, so what it reads is silence. Run it as yourself "
+            "(not root) in your desktop session. See docs/guard.md."
+        ),
+    )
+    commands = guard.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="start COMMAND (or take --pid) and guard it until it exits",
+        epilog="example: reallymuted guard run --muted -- baresip",
+    )
+    run.add_argument("app_command", nargs="*", metavar="COMMAND", help="the app, after --")
+    run.add_argument("--pid", type=int, help="guard this running app (and its children)")
+    run.add_argument("--app", help="the app's name in the status (default: the command's)")
+    state = run.add_mutually_exclusive_group()
+    state.add_argument("--muted", action="store_true", help="start muted")
+    state.add_argument("--live", action="store_true", help="start unmuted")
+    run.add_argument("--socket", metavar="PATH", help="filesystem control socket (default: "
+                     "the abstract socket @reallymuted-guard.UID)")  # fmt: skip
+    run.add_argument("--status", type=Path, metavar="FILE", help="status file (default: "
+                     "$XDG_RUNTIME_DIR/reallymuted-guard/status.json)")  # fmt: skip
+    run.add_argument("--events", type=Path, metavar="FILE", help="append what it did (JSON lines)")
+    run.set_defaults(handler=guard_run)
+    for name, what in (
+        ("mute", "mute the guarded app at the sound server"),
+        ("unmute", "let the guarded app's microphone through again"),
+        ("toggle", "mute if live, unmute if muted"),
+        ("status", "print the guard's status as JSON"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("--socket", metavar="PATH", help="the guard's socket")
+        command.set_defaults(handler=guard_request)
+
+
+def guard_run(args: argparse.Namespace) -> int:
+    from reallymuted.guard import control, service
+    from reallymuted.testbed.soundserver import SoundServerError
+
+    if bool(args.app_command) == (args.pid is not None):
+        return _fail("give the app to run after --, or --pid")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if args.status is None and not runtime:
+        return _fail("no XDG_RUNTIME_DIR: run from your desktop session, or give --status")
+    status = args.status or Path(runtime or ".") / "reallymuted-guard" / "status.json"
+    app = args.app or (Path(args.app_command[0]).name if args.app_command else f"pid{args.pid}")
+    muted = True if args.muted else False if args.live else None
+    try:
+        return service.run_guard(
+            app,
+            args.app_command,
+            args.pid,
+            address=args.socket or control.default_address(),
+            status_path=status,
+            events_path=args.events,
+            muted=muted,
+            terminal=sys.stdout,
+        )
+    except (control.ControlError, SoundServerError) as exc:
+        print(f"reallymuted: guard: {exc}", file=sys.stderr)
+        return 1
+
+
+def guard_request(args: argparse.Namespace) -> int:
+    from reallymuted.guard import control
+
+    try:
+        reply = control.request(args.command, args.socket)
+    except control.ControlError as exc:
+        print(f"reallymuted: guard: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        print(json.dumps(reply, indent=1))
+    else:
+        print(f"{reply['app']}: {'muted' if reply['muted'] else 'live'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 
 # one registration function per sub-command group; later stages append theirs here
-COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [add_telemetry_commands, add_audit_commands]
+COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
+    add_telemetry_commands,
+    add_audit_commands,
+    add_guard_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

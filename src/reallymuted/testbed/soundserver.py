@@ -91,7 +91,7 @@ class CaptureStream:
         return {**row, "reading": self.reading}
 
 
-def _run(argv: list[str], env: Mapping[str, str], parse: bool = True) -> Any:
+def run_client(argv: list[str], env: Mapping[str, str], parse: bool = True) -> Any:
     """A client's output (C locale: pactl translates its labels), or the objects of the JSON
     it prints: pactl -f json prints one array; pw-dump may print several (an object removed
     while it dumped: ``{"id": N, "info": null}``), each replacing objects by id."""
@@ -146,7 +146,7 @@ def server_kind(env: Mapping[str, str]) -> str:
     tried = [f"no PulseAudio socket at {pulse}"]
     if env.get("PULSE_SERVER") or pulse.is_socket():
         try:
-            info = _run(["pactl", "info"], env, parse=False)
+            info = run_client(["pactl", "info"], env, parse=False)
         except SoundServerError as exc:
             tried = [str(exc)]
         else:
@@ -163,8 +163,8 @@ def server_kind(env: Mapping[str, str]) -> str:
 
 
 def _pulse_streams(env: Mapping[str, str], pids: set[int] | None) -> list[CaptureStream]:
-    outputs = _run(["pactl", "-f", "json", "list", "source-outputs"], env)
-    sources = _run(["pactl", "-f", "json", "list", "sources", "short"], env)
+    outputs = run_client(["pactl", "-f", "json", "list", "source-outputs"], env)
+    sources = run_client(["pactl", "-f", "json", "list", "sources", "short"], env)
     source_state = {_int(s.get("index")): str(s.get("state", "?")) for s in sources}
     found = []
     for out in outputs:
@@ -195,7 +195,7 @@ def _node_format(info: Mapping[str, Any], props: Mapping[str, Any]) -> tuple[int
 
 
 def _pipewire_streams(env: Mapping[str, str], pids: set[int] | None) -> list[CaptureStream]:
-    objects = _run(["pw-dump", "-N"], env)
+    objects = run_client(["pw-dump", "-N"], env)
     props_of = {o.get("id"): (o.get("info") or {}).get("props") or {} for o in objects}
     found = []
     for o in objects:
