@@ -13,6 +13,9 @@
 from reallymuted.testbed.progress import write_plan
 from reallymuted.testbed.spec import rule_params
 
+# One app's session settings, built once per app and shared by its jobs (not once per job).
+SESSION_PARAMS = {app: rule_params(SESSIONS, app) for app in SESSIONS["apps"]}
+
 if "testbed_session" not in workflow.global_resources:
     workflow.register_resource("testbed_session", SESSIONS["parallel"])
 
@@ -79,6 +82,6 @@ if not SESSIONS["replay"]:
         resources:
             testbed_session=1,
         params:
-            sessions=lambda wildcards: rule_params(SESSIONS, wildcards.app),
+            sessions=lambda wildcards: SESSION_PARAMS[wildcards.app],
         script:
             "../../scripts/session_run.py"
