@@ -298,24 +298,47 @@ def _metrics(rows):
     )
 
 
-def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, settings):
-    """fit_model takes the MLP's mini-batches by NumPy indexing (faster); the weights must be
-    exactly those of scikit-learn's own fit, and scikit-learn's function is put back."""
+@pytest.mark.parametrize("hidden", [[16], [64, 64]])
+def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, settings, hidden):
+    """fit_model takes the MLP's mini-batches by NumPy indexing, its products by ``@`` and its
+    ReLU derivative by a multiplication (faster); the weights must be exactly those of
+    scikit-learn's own fit, and scikit-learn's functions are put back."""
     w = c.windows(parsed.minutes[parsed.minutes.split == "dev"], 3)
     X, y = w.X[:600], w.y[:600]
-    params = {"hidden_layer_sizes": [16], "max_iter": 30}
+    params = {"hidden_layer_sizes": hidden, "max_iter": 30}
     ours = t.fit_model("mlp", params, settings["seed"], X, y)
     theirs = t.make_model("mlp", params, settings["seed"])
     weight = t.compute_sample_weight("balanced", y)
     with pytest.warns(t.ConvergenceWarning):
         theirs.fit(X, y, model__sample_weight=weight)
     assert t.mlp_module._safe_indexing.__module__ == "sklearn.utils._indexing"
+    assert t.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
+    assert t.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
     ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]
     assert ours.n_iter_ == theirs.n_iter_ == 30
     for a, b in zip(
         ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("special", [None, np.inf, np.nan])
+def test_relu_derivative_in_the_fit_writes_the_same_bits(special):
+    """Where the unit is off, the delta becomes +0 exactly as ``delta[Z == 0] = 0`` makes it
+    (not the -0 of a negative number times 0); a non-finite delta takes scikit-learn's way."""
+    rng = np.random.default_rng(7)
+    Z = np.maximum(rng.normal(size=(50, 8)), 0.0)
+    Z[0, :4] = -0.0
+    delta = rng.normal(size=(50, 8))
+    delta[1, 1] = -0.0
+    if special is not None:
+        delta[2, 2] = special
+    theirs = delta.copy()
+    t.mlp_module.DERIVATIVES["relu"](Z, theirs)
+    ours = delta.copy()
+    with t.mlp_batches_by_numpy_indexing():
+        t.mlp_module.DERIVATIVES["relu"](Z, ours)
+    np.testing.assert_array_equal(ours.view(np.int64), theirs.view(np.int64))
 
 
 def test_model_selection_ties_go_to_the_simpler_model():
