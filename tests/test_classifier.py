@@ -341,6 +341,21 @@ def test_relu_derivative_in_the_fit_writes_the_same_bits(special):
     np.testing.assert_array_equal(ours.view(np.int64), theirs.view(np.int64))
 
 
+def test_weighted_log_loss_in_the_fit_is_scikit_learns_bit_for_bit():
+    """The batch loss (which decides when the MLP stops) is np.average's arithmetic."""
+    rng = np.random.default_rng(3)
+    for n, k in [(200, 6), (107, 6), (50, 3)]:
+        prob = rng.dirichlet(np.ones(k), size=n)
+        prob[0, 0], prob[1, 1] = 0.0, 1.0  # clipped
+        y = np.eye(k, dtype=bool)[rng.integers(0, k, n)]
+        weight = rng.uniform(0.2, 3, size=3 * n)[::3]  # a strided view, as batches may be
+        theirs = t.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
+        with t.mlp_batches_by_numpy_indexing():
+            ours = t.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
+        assert np.float64(ours).tobytes() == np.float64(theirs).tobytes()
+    assert t.mlp_module.LOSS_FUNCTIONS["log_loss"].__module__ == "sklearn.neural_network._base"
+
+
 def test_model_selection_ties_go_to_the_simpler_model():
     metrics = _metrics(
         [(3, "mlp", 0.8), (3, "random_forest", 0.8), (3, "majority", 0.2), (5, "mlp", 0.9)]

@@ -1,7 +1,8 @@
 # The background-activity classifier on the authors' released per-minute gains: Table 3 and
 # Figures 8, 9, 12-14. Parse once, one job per window length n, then tables and figures.
-# Training is most of the reference part's time: its jobs go first (priority), and the cheap
-# jobs fill the cores while the last tables and figures are made.
+# Training is most of the reference part's time: its jobs go first (priority), and so do the
+# tables and confusion figures made from them (the last jobs, on the critical path); the cheap
+# jobs that need no model fill the cores around them.
 
 
 CLASSIFIER_GAINS = reference_file("BgActivityClassifier/ParseSourceData/{name}.txt")
@@ -80,6 +81,7 @@ rule classifier_tables:
         values="results/values/classifier_reference.json",
     log:
         "logs/classifier/tables.log",
+    priority: 1
     conda:
         ANALYSIS_ENV
     script:
@@ -147,6 +149,7 @@ rule classifier_confusion_figure:
         "logs/figures/fig{number}_confusion_n{window}.log",
     wildcard_constraints:
         number="9|12|13|14",
+    priority: 1
     conda:
         ANALYSIS_ENV
     params:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import xlogy
 from sklearn.base import BaseEstimator
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
@@ -125,7 +126,8 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
     indexing (a masked write: about 80 µs for 200 x 64, branchy). For NumPy arrays these are
     ``X[rows]``, ``a @ b``, and, for a finite delta, multiplying by ``Z != 0`` and adding +0
     (which turns the -0 of a negative entry times 0 into the +0 the masked write puts): the
-    same numbers, so the same fit (a test compares the fitted weights bit for bit). Anything
+    same numbers, so the same fit (a test compares the fitted weights bit for bit). The
+    weighted log loss of each batch is ``np.average``'s arithmetic without its checks. Anything
     else still goes through scikit-learn's functions, and a scikit-learn whose MLP lacks these
     names is left as it is.
     """
@@ -133,7 +135,9 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
     safe_dot = getattr(mlp_module, "safe_sparse_dot", None)
     derivatives = getattr(mlp_module, "DERIVATIVES", None)
     relu_derivative = derivatives.get("relu") if isinstance(derivatives, dict) else None
-    if safe_indexing is None or safe_dot is None or relu_derivative is None:
+    losses = getattr(mlp_module, "LOSS_FUNCTIONS", None)
+    log_loss = losses.get("log_loss") if isinstance(losses, dict) else None
+    if None in (safe_indexing, safe_dot, relu_derivative, log_loss):
         yield
         return
 
@@ -156,15 +160,32 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
         else:
             relu_derivative(Z, delta)
 
+    def weighted_log_loss(y_true: Any, y_prob: Any, sample_weight: Any = None) -> Any:
+        arrays = (y_true, y_prob, sample_weight)
+        if not all(type(a) is np.ndarray for a in arrays) or y_prob.dtype != np.float64:
+            return log_loss(y_true, y_prob, sample_weight)
+        n, k = y_prob.shape if y_prob.ndim == 2 else (0, 1)
+        if k < 2 or y_true.shape != (n, k) or sample_weight.shape != (n,):
+            return log_loss(y_true, y_prob, sample_weight)
+        eps = np.finfo(y_prob.dtype).eps
+        terms = xlogy(y_true, np.clip(y_prob, eps, 1 - eps))
+        weight = sample_weight.reshape(n, 1)  # np.average's weights along axis 0
+        total = weight.sum(axis=(0,), dtype=np.float64)
+        if terms.dtype != np.float64 or sample_weight.dtype != np.float64 or total[0] == 0.0:
+            return log_loss(y_true, y_prob, sample_weight)
+        return -(np.multiply(terms, weight, dtype=np.float64).sum((0,)) / total).sum()
+
     mlp_module._safe_indexing = take_rows
     mlp_module.safe_sparse_dot = dot
     derivatives["relu"] = relu_delta
+    losses["log_loss"] = weighted_log_loss
     try:
         yield
     finally:
         mlp_module._safe_indexing = safe_indexing
         mlp_module.safe_sparse_dot = safe_dot
         derivatives["relu"] = relu_derivative
+        losses["log_loss"] = log_loss
 
 
 def param_grid(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
