@@ -204,8 +204,16 @@ def _start_xvfb(desktop: Desktop) -> None:
         ]
         desktop.start("xvfb", argv, pass_fds=(write,))
         os.close(write)
-        ready, _, _ = select.select([read], [], [], 15.0)
-        number = os.read(read, 64).decode().strip() if ready else ""
+        # Xvfb writes the number and the newline in two write()s and dies ("Cannot write
+        # display number") if the pipe is closed between them: read up to the newline
+        data, deadline = b"", time.monotonic() + 15.0
+        while not data.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read, 64) if ready else b""
+            if not chunk:
+                break
+            data += chunk
+        number = data.decode().strip()
     finally:
         os.close(read)
     if not number.isdigit():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ from desktop import Desktop, as_user, headless_desktop
 
 from reallymuted.guard import control
 from reallymuted.io import read_jsonl
+from reallymuted.testbed import netns
 from reallymuted.testbed.stimuli import make_stimulus
 
 pytestmark = pytest.mark.testbed
@@ -126,10 +128,11 @@ class Guard:
     name: str
     status_path: Path
     events_path: Path
+    socket: str | None = None  # a filesystem socket, else the abstract one
 
     @property
     def address(self) -> str:
-        return control.default_address(self.desktop.uid)
+        return self.socket or control.default_address(self.desktop.uid)
 
     def request(self, command: str) -> dict:
         return control.request(command, self.address)
@@ -151,13 +154,31 @@ class Guard:
         raise AssertionError(f"guard: {what} not seen in {timeout} s\n{log}\n{self.events()}")
 
 
-def start_guard(desktop: Desktop, name: str, options: list[str], app: list[str]) -> Guard:
+def start_guard(
+    desktop: Desktop, name: str, options: list[str], app: list[str], netns_name: str = ""
+) -> Guard:
+    """A guard as the desktop's user; in ``netns_name`` (with a filesystem socket: an abstract
+    one belongs to the namespace) if given."""
     status = desktop.base / f"{name}.status.json"
     events = desktop.logs / f"{name}.events.jsonl"
+    sock = str(desktop.base / f"{name}.sock") if netns_name else None
     argv = [sys.executable, "-m", "reallymuted.cli", "guard", "run", "--app", name]
-    argv += ["--status", str(status), "--events", str(events), *options, "--", *app]
-    desktop.start(name, argv)
-    guard = Guard(desktop, name, status, events)
+    argv += ["--status", str(status), "--events", str(events)]
+    argv += ["--socket", sock] if sock else []
+    argv += [*options, "--", *app]
+    if netns_name:  # as Desktop.start does, inside the namespace
+        with (desktop.logs / f"{name}.log").open("ab") as log:
+            desktop.procs[name] = subprocess.Popen(
+                [*netns.exec_prefix(netns_name), *desktop.command(argv)],
+                env=desktop.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    else:
+        desktop.start(name, argv)
+    guard = Guard(desktop, name, status, events, sock)
     guard.wait("its first stream", lambda: guard.status()["streams"])
     return guard
 
@@ -364,3 +385,83 @@ def test_the_client_will_not_talk_to_a_socket_held_by_another_user(tmp_path: Pat
     finally:
         squatter.kill()
         squatter.wait()
+
+
+# --- hotkey mode: one key mutes the app (its own hotkey) and the OS -------------------------
+
+WEB = Path(__file__).resolve().parents[1] / "src/reallymuted/testbed/web"  # the meeting page
+
+
+@pytest.fixture(scope="module")
+def offline() -> Iterator[str]:
+    """A network namespace with no way out, serving the meeting page on its loopback: Chromium
+    there reaches the page and nothing else (its background requests go nowhere)."""
+    name = f"rmguard-{os.getpid()}-{secrets.token_hex(2)}"
+    netns.create(name)
+    # WebRTC leaves out loopback candidates: the page's call to itself needs an address that
+    # is not loopback, on an interface that leads nowhere (a veth pair with both ends in the
+    # namespace: this kernel has no dummy interfaces)
+    for argv in (
+        ["link", "add", "rm0", "type", "veth", "peer", "name", "rm1"],
+        ["addr", "add", "10.234.0.1/24", "dev", "rm0"],
+        ["link", "set", "rm0", "up"],
+        ["link", "set", "rm1", "up"],
+    ):
+        subprocess.run(["ip", "-n", name, *argv], check=True, capture_output=True)
+    server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(PAGE_PORT)]
+    procs = netns.ProcessSet()
+    try:
+        procs.start("web", [*netns.exec_prefix(name), *server, "-d", str(WEB)], output=None)
+        deadline = time.monotonic() + 10
+        probe = [*netns.exec_prefix(name), sys.executable, "-c", PROBE, str(PAGE_PORT)]
+        while subprocess.run(probe, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the page server did not start"
+            time.sleep(0.1)
+        yield name
+    finally:
+        procs.stop_all()
+        netns.destroy(name)
+
+
+PAGE_PORT = 8000
+PROBE = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)"
+
+
+def window_title(desktop: Desktop, window: str) -> str:
+    return desktop.run(["xdotool", "getwindowname", window]).strip()
+
+
+def test_hotkey_mode_one_key_mutes_the_app_and_the_os(desk: Desktop, offline: str) -> None:
+    home = desk.env["HOME"]
+    chromium = [
+        "chromium",
+        *["--no-first-run", "--no-default-browser-check", "--password-store=basic"],
+        "--disable-gpu",
+        f"--user-data-dir={home}/chromium-guard",
+        "--use-fake-ui-for-media-stream",
+        f"--app=http://127.0.0.1:{PAGE_PORT}/meeting.html#autojoin&mode=soft",
+    ]
+    guard = start_guard(desk, "guard-5", ["--live", "--app-hotkey", "m"], chromium, offline)
+    # what the person's desktop shortcut runs
+    toggle = [sys.executable, "-m", "reallymuted.cli", "guard", "toggle", "--socket", guard.address]
+    try:  # once the page has joined (its title says so) and listens for its hotkey
+        search = desk.command(["xdotool", "search", "--onlyvisible", "--name", "^unmuted$"])
+        joined = lambda: subprocess.run(search, env=desk.env, capture_output=True).stdout  # noqa: E731
+        guard.wait("the page's join", joined, timeout=20)
+        time.sleep(1.0)  # a freshly mapped Chromium window may drop the first keys it gets
+        desk.run(toggle)
+        sent = [e for e in guard.events() if e["event"] == "app-hotkey"]
+        assert len(sent) == 1 and sent[0]["returncode"] == 0 and sent[0]["window"], sent
+        window = sent[0]["window"]
+        guard.wait("the page's mute", lambda: window_title(desk, window) == "muted")
+        status = guard.status()
+        assert status["muted"] and all(s["muted"] for s in status["streams"])
+        desk.run(toggle)
+        guard.wait("the page's unmute", lambda: window_title(desk, window) == "unmuted")
+        assert not any(s["muted"] for s in guard.status()["streams"])
+    finally:
+        desk.stop("guard-5")
+    events = guard.events()
+    muted = next(e["t"] for e in events if e["event"] == "muted")
+    hotkey = next(e["t"] for e in events if e["event"] == "app-hotkey")
+    print(f"{desk.kind}: app hotkey sent {1000 * (hotkey - muted):.0f} ms after the OS mute")

@@ -269,6 +269,13 @@ def add_guard_commands(subparsers: Subparsers) -> None:
     run.add_argument("--status", type=Path, metavar="FILE", help="status file (default: "
                      "$XDG_RUNTIME_DIR/reallymuted-guard/status.json)")  # fmt: skip
     run.add_argument("--events", type=Path, metavar="FILE", help="append what it did (JSON lines)")
+    run.add_argument(
+        "--app-hotkey",
+        metavar="KEY",
+        help="hotkey mode: on each mute or unmute also send the app's own mute hotkey to its "
+        "window (xdotool syntax, e.g. ctrl+d; see `reallymuted audit --apps`); bind a key of "
+        "your desktop to `reallymuted guard toggle` and one key mutes both",
+    )
     run.set_defaults(handler=guard_run)
     for name, what in (
         ("mute", "mute the guarded app at the sound server"),
@@ -302,6 +309,7 @@ def guard_run(args: argparse.Namespace) -> int:
             status_path=status,
             events_path=args.events,
             muted=muted,
+            app_hotkey=args.app_hotkey,
             terminal=sys.stdout,
         )
     except (control.ControlError, SoundServerError) as exc:

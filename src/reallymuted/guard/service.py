@@ -54,6 +54,7 @@ from reallymuted.io import write_json
 from reallymuted.testbed.contract import utc
 from reallymuted.testbed.netns import alive, children_map, descendants
 from reallymuted.testbed.soundserver import SoundServerError, run_client, server_kind
+from reallymuted.testbed.timeline import press_key
 
 log = logging.getLogger("reallymuted.guard")
 
@@ -103,6 +104,7 @@ class Guard:
         events_path: Path | None = None,
         owner_uid: int | None = None,
         muted: bool | None = None,
+        app_hotkey: str | None = None,
         terminal: TextIO | None = None,
         poll_s: float = POLL_S,
     ) -> None:
@@ -111,6 +113,7 @@ class Guard:
         self.address, self.status_path, self.events_path = address, status_path, events_path
         self.owner_uid = os.getuid() if owner_uid is None else owner_uid
         self.terminal, self.poll_s = terminal, poll_s
+        self.app_hotkey = app_hotkey
         self.state = GuardState(app, bool(muted), list(roots))
         self.adopt = muted is None  # take the state the app's streams are in
         self.stopping = False
@@ -147,12 +150,17 @@ class Guard:
         self.publish()
 
     def set_muted(self, muted: bool) -> None:
-        """The person's command: the app's known streams first (the fast path), then all."""
+        """The person's command: the app's known streams first (the fast path), then all;
+        in hotkey mode, then the app's own hotkey, if the state changed (it is a toggle)."""
+        changed = muted != self.state.muted
         self.state.muted = muted
         self.adopt = False
         for stream in self.state.streams:
             set_mute(self.env, stream.id, muted)
         self.event("muted" if muted else "unmuted", streams=[s.id for s in self.state.streams])
+        if self.app_hotkey and changed:
+            sent = press_key(self.app_hotkey, self._members(), self.env)
+            self.event("app-hotkey", **sent)
         self.reconcile("command")
 
     # --- what it shows --------------------------------------------------------------------
@@ -317,6 +325,7 @@ def run_guard(
     status_path: Path,
     events_path: Path | None,
     muted: bool | None,
+    app_hotkey: str | None,
     terminal: TextIO | None,
 ) -> int:
     """Start ``command`` (or take the running ``pid``) and guard it until it is gone."""
@@ -329,6 +338,7 @@ def run_guard(
         status_path=status_path,
         events_path=events_path,
         muted=muted,
+        app_hotkey=app_hotkey,
         terminal=terminal,
     )
     child: list[subprocess.Popen[bytes]] = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import select
 import shutil
@@ -32,7 +33,7 @@ import termios
 import time
 import tty
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -230,28 +231,41 @@ class HotkeySchedule(Timeline):
             argv = ["ydotool", "key", self.key]
             done = subprocess.run(argv, capture_output=True, text=True, env=user.env, check=False)
             return {"tool": "ydotool", "key": self.key, "returncode": done.returncode}
-        window = self.app_window(audit)
-        argv = ["xdotool"] + (["windowfocus", window] if window else []) + ["key", self.key]
-        done = subprocess.run(
-            as_user(user, argv), capture_output=True, text=True, env=user.env, check=False
-        )
-        return {"tool": "xdotool", "key": self.key, "window": window, "returncode": done.returncode}
+        pids = netns.descendants(audit.roots) | set(audit.roots)
+        return press_key(self.key, pids, user.env, functools.partial(as_user, user))
 
-    def app_window(self, audit: AuditRecorder) -> str | None:
-        """A visible X window of one of the app's processes (by _NET_WM_PID)."""
-        for pid in sorted(netns.descendants(audit.roots) | set(audit.roots)):
-            argv = ["xdotool", "search", "--onlyvisible", "--pid", str(pid)]
-            found = subprocess.run(
-                as_user(audit.user, argv),
-                capture_output=True,
-                text=True,
-                env=audit.user.env,
-                check=False,
-            )
-            windows = found.stdout.split()
-            if windows:
-                return windows[-1]
-        return None
+
+def app_window(
+    pids: Iterable[int], env: Mapping[str, str], wrap: Callable[[list[str]], list[str]] = list
+) -> str | None:
+    """A visible X window of one of ``pids`` (by _NET_WM_PID), found as ``wrap`` runs xdotool."""
+    for pid in sorted(pids):
+        argv = ["xdotool", "search", "--onlyvisible", "--pid", str(pid)]
+        found = subprocess.run(wrap(argv), capture_output=True, text=True, env=env, check=False)
+        windows = found.stdout.split()
+        if windows:
+            return windows[-1]
+    return None
+
+
+def press_key(
+    key: str,
+    pids: Iterable[int],
+    env: Mapping[str, str],
+    wrap: Callable[[list[str]], list[str]] = list,
+) -> dict[str, Any]:
+    """Give the app's window (one of ``pids``) the focus and send ``key`` (xdotool syntax)
+    through XTEST; returns what was done."""
+    window = app_window(pids, env, wrap)
+    # --sync: the key only once the window has the focus (else it may go to the old one)
+    argv = ["xdotool"] + (["windowfocus", "--sync", window] if window else []) + ["key", key]
+    try:
+        done = subprocess.run(
+            wrap(argv), capture_output=True, text=True, env=env, check=False, timeout=5
+        )
+    except subprocess.TimeoutExpired:  # the window never took the focus
+        return {"tool": "xdotool", "key": key, "window": window, "returncode": None}
+    return {"tool": "xdotool", "key": key, "window": window, "returncode": done.returncode}
 
 
 # -- a timeline made elsewhere ----------------------------------------------------------------
