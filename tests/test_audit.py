@@ -1,11 +1,12 @@
 """``reallymuted audit`` on real programs, on a headless desktop the tests make.
 
-The desktop (``tests/desktop.py``) is Xvfb plus a real sound server of the unprivileged user
-``nobody``: PipeWire (pipewire, wireplumber, pipewire-pulse) or PulseAudio, each with a pipe
-microphone fed from a tone. The apps reach a peer in a network namespace of its own on this
-machine (a web server for the meeting page and its telemetry, a baresip that answers calls)
-through the audit's NAT uplink. Each audit's policy label must equal the label the testbed
-gives the same client and mute mode (a testbed session run here, with the same schedule).
+The desktop (``reallymuted.testbed.headless``) is Xvfb plus a real sound server of the
+unprivileged user ``nobody``: PipeWire (pipewire, wireplumber, pipewire-pulse) or PulseAudio,
+each with a pipe microphone fed from a tone. The apps reach a peer in a network namespace of
+its own on this machine (a web server for the meeting page and its telemetry, a baresip that
+answers calls) through the audit's NAT uplink. Each audit's policy label must equal the label
+the testbed gives the same client and mute mode (a testbed session run here, with the same
+schedule).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 from subprocess import PIPE
 
 import pytest
-from desktop import Desktop, headless_desktop
 
 from reallymuted.analysis import extract
 from reallymuted.analysis.evidence import mute_segments
@@ -38,6 +38,7 @@ from reallymuted.io import read_jsonl
 from reallymuted.paths import MANIFEST
 from reallymuted.testbed import netns
 from reallymuted.testbed.desktop import NETNS_PREFIX, STATUS
+from reallymuted.testbed.headless import Desktop, headless_desktop
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
 from reallymuted.testbed.supervisor import run_session

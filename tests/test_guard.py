@@ -1,6 +1,6 @@
 """``reallymuted guard`` on a real sound server: PulseAudio and PipeWire, on the headless
-desktop the audit tests use (``tests/desktop.py``: the user ``nobody``, a pipe microphone fed
-a 440 Hz tone in real time).
+desktop the audit tests use (``reallymuted.testbed.headless``: the user ``nobody``, a pipe
+microphone fed a 440 Hz tone in real time).
 
 The app is ``parecord`` (a real libpulse client; under PipeWire it talks to pipewire-pulse)
 writing what it receives, raw, to a FIFO this test reads: each chunk is timestamped as it
@@ -20,19 +20,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from desktop import Desktop, as_user, headless_desktop
 
 from reallymuted.guard import control
+from reallymuted.guard.latency import recorder
 from reallymuted.io import read_jsonl
 from reallymuted.testbed import netns
+from reallymuted.testbed.headless import Desktop, as_user, headless_desktop
 from reallymuted.testbed.stimuli import make_stimulus
 
 pytestmark = pytest.mark.testbed
@@ -61,51 +61,6 @@ def desk(request: pytest.FixtureRequest, tone: Path) -> Iterator[Desktop]:
 
 
 # --- what the app received ------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """What a recorder wrote to its FIFO: (arrival time, samples) per chunk."""
-
-    fifo: Path
-    chunks: list[tuple[float, np.ndarray]] = field(default_factory=list)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        def read() -> None:
-            rest = b""
-            with self.fifo.open("rb", buffering=0) as fh:
-                while chunk := fh.read(65536):
-                    now, data = time.monotonic(), rest + chunk
-                    cut = len(data) // 2 * 2
-                    self.chunks.append((now, np.frombuffer(data[:cut], "<i2")))
-                    rest = data[cut:]
-
-        self.thread = threading.Thread(target=read, daemon=True)
-        self.thread.start()
-
-    def between(self, start: float, end: float) -> np.ndarray:
-        parts = [x for t, x in self.chunks if start <= t < end]
-        return np.concatenate(parts) if parts else np.zeros(0, "<i2")
-
-    def first_sound_after(self, start: float) -> float | None:
-        return next((t for t, x in self.chunks if t >= start and np.any(x)), None)
-
-    def first_samples(self, count: int) -> np.ndarray:
-        every = np.concatenate([x for _, x in self.chunks]) if self.chunks else np.zeros(0)
-        return every[:count]
-
-
-def recorder(desktop: Desktop, name: str, app: str = "") -> tuple[list[str], Received]:
-    """A parecord command (client name ``app``, default ``name``) writing to a new FIFO, and
-    the reader of that FIFO (started)."""
-    fifo = desktop.base / f"{name}.fifo"
-    os.mkfifo(fifo)
-    os.chown(fifo, desktop.uid, desktop.gid)
-    received = Received(fifo)
-    received.start()
-    argv = ["parecord", "--raw", "--format=s16le", f"--rate={RATE}", "--channels=1"]
-    return [*argv, "--latency-msec=10", f"--client-name={app or name}", str(fifo)], received
 
 
 def level_db(x: np.ndarray) -> float:
@@ -339,9 +294,9 @@ def test_another_user_cannot_unmute_through_the_socket_and_is_logged(desk: Deskt
         answer = json.loads(done.stdout)
         assert answer["ok"] is False and "uid 65533" in answer["error"]
         refused = [e for e in guard.events() if e["event"] == "refused"]
-        assert [e["peer_uid"] for e in refused] == [OTHER_UID]
+        assert [(e["peer_uid"], e["command"]) for e in refused] == [(OTHER_UID, "unmute")]
         assert guard.status()["refused"] == 1 and guard.status()["muted"] is True
-        assert "refused a request from uid 65533" in desk.log_tail("guard-4")
+        assert "refused a request from uid 65533" in desk.log_tail("guard-4")  # its stderr
         # the guard's own user and root may
         assert guard.request("status")["muted"] is True
         desk.run([sys.executable, "-m", "reallymuted.cli", "guard", "unmute"])

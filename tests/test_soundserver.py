@@ -1,6 +1,6 @@
 """The OS witness on a desktop's sound server, and Frida on PipeWire's own API, with real
-programs: a headless desktop (tests/desktop.py) as ``nobody``, with PulseAudio or PipeWire,
-real recording clients (``parec``, ``pw-record``) and the witness run as that user."""
+programs: a headless desktop (reallymuted.testbed.headless) as ``nobody``, with PulseAudio or
+PipeWire, real recording clients (``parec``, ``pw-record``) and the witness run as that user."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from desktop import Desktop, headless_desktop
 
 from reallymuted.analysis.extract import read_mic_trace
 from reallymuted.analysis.micpolicy import read_share
 from reallymuted.io import read_jsonl
+from reallymuted.testbed.headless import Desktop, headless_desktop
 from reallymuted.testbed.soundserver import NoSoundServer, capture_streams, server_kind
 from reallymuted.testbed.stimuli import make_stimulus
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from reallymuted.bench.common import log
 from reallymuted.bench.extraction import bench_extraction
+from reallymuted.bench.guard import bench_guard_latency
 from reallymuted.bench.sessions import (
     bench_session_overhead,
     bench_tracer_attach,
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "session_overhead": bench_session_overhead,
     "tracer_cost": bench_tracer_cost,
     "study_parallel": bench_study_parallel,
+    "guard_latency": bench_guard_latency,
     "tracer_attach": bench_tracer_attach,
 }
 # 200 Chromium starts under load (about 15 min): a reliability count, run on request

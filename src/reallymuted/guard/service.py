@@ -204,9 +204,15 @@ class Guard:
         with conn:
             pid, uid, _ = control.peer(conn)
             if uid not in (self.owner_uid, 0):
+                # read what it asked (for the log; and a socket closed with unread data may
+                # reset the connection before the peer reads the refusal)
+                try:
+                    asked = control.read_request(conn)["command"]
+                except (control.ControlError, OSError) as exc:
+                    asked = f"({exc})"
                 self.state.refused += 1
-                self.event("refused", peer_pid=pid, peer_uid=uid)
-                log.warning("refused a request from uid %d (pid %d)", uid, pid)
+                self.event("refused", peer_pid=pid, peer_uid=uid, command=asked)
+                log.warning("refused a request from uid %d (pid %d): %s", uid, pid, asked)
                 with contextlib.suppress(OSError):
                     control.reply(conn, {"ok": False, "error": f"uid {uid} may not use this guard"})
                 self.publish()

@@ -1,14 +1,16 @@
-"""A headless desktop made by the tests: an X display and a real sound server, as a user.
+"""A headless desktop: an X display and a real sound server, as a user (tests and benchmarks).
 
-``reallymuted audit`` works on a person's own desktop session. The tests make one of their
-own, run as an unprivileged user (``nobody`` by default, so nothing is added to the system):
-``Xvfb`` on a free display (``-displayfd`` picks it and says when it is ready), and the sound
-server in a private runtime directory with a virtual microphone as the default source, fed in
-real time from a WAV by the project's paced writer (``python -m reallymuted.testbed.audio``):
+``reallymuted audit`` and ``reallymuted guard`` work on a person's own desktop session. The
+tests and ``make bench`` make one of their own, run as an unprivileged user (``nobody`` by
+default, so nothing is added to the system): ``Xvfb`` on a free display (``-displayfd`` picks
+it and says when it is ready), and the sound server in a private runtime directory with a
+virtual microphone as the default source, fed in real time from a WAV by the project's paced
+writer (``python -m reallymuted.testbed.audio``):
 
 * ``pulseaudio``: a real ``pulseaudio`` daemon with a small default.pa (the native protocol on
   its default socket, ``$XDG_RUNTIME_DIR/pulse/native`` with cookie auth as on a desktop, a null
-  sink, ``module-pipe-source`` as the default source, ``module-suspend-on-idle``);
+  sink, ``module-pipe-source`` as the default source, ``module-suspend-on-idle`` and, as in
+  a desktop's default.pa, ``module-stream-restore``, which remembers a client's stream mute);
 * ``pipewire``: ``pipewire``, ``wireplumber`` and ``pipewire-pulse`` with their packaged
   configuration. With no systemd user session they are simply started in that order;
   wireplumber 0.4 exits at once without a D-Bus session bus ("Cannot autolaunch D-Bus without
