@@ -77,6 +77,32 @@ def test_kappa_per_code_by_hand() -> None:
     assert math.isnan(userstudy.kappa_per_code([{"d"}], [{"d"}])["d"])
 
 
+def test_cohen_kappa_is_scikit_learns_to_the_bit(reference_dir: Path) -> None:
+    """The kappa computed without scikit-learn is its cohen_kappa_score, float for float: on
+    every code of the released coder files and on random and lopsided answers."""
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    pairs = []
+    for name in userstudy.KAPPA_FILES.values():
+        a, b = userstudy.load_coder_file(reference_dir / "UserStudy" / name)
+        for code in sorted(set().union(*a, *b)):
+            pairs.append(([int(code in s) for s in a], [int(code in s) for s in b]))
+    rng = np.random.default_rng(5)
+    for n, p in [(10, 0.5), (97, 0.1), (300, 0.9), (3, 0.5)]:
+        pairs.append((list(rng.random(n) < p), list(rng.random(n) < p)))
+    pairs += [([0, 0, 0], [1, 1, 1]), ([0, 0, 1], [0, 0, 0]), ([2, 0, 1, 2], [2, 1, 1, 0])]
+    checked = 0
+    for a, b in pairs:
+        if len(set(a) | set(b)) < 2:
+            continue
+        ours = userstudy.cohen_kappa([int(v) for v in a], [int(v) for v in b])
+        theirs = float(cohen_kappa_score([int(v) for v in a], [int(v) for v in b]))
+        assert ours == theirs or (math.isnan(ours) and math.isnan(theirs)), (a, b)
+        checked += 1
+    assert checked > 20
+
+
 def test_cronbach_alpha_by_hand() -> None:
     items = pd.DataFrame({"a": [1, 2, 3, 4], "b": [2, 3, 4, 5], "c": [1, 3, 2, 4]})
     # k=3, item variances 5/3+5/3+5/3 = 5, total variance of [4,8,9,13] = 13.6667
