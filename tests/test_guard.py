@@ -28,12 +28,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reallymuted.analysis import extract
+from reallymuted.analysis.evidence import mute_segments
 from reallymuted.guard import control
 from reallymuted.guard.latency import recorder
 from reallymuted.io import read_jsonl
 from reallymuted.testbed import netns
 from reallymuted.testbed.headless import Desktop, as_user, headless_desktop
+from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
+from reallymuted.testbed.supervisor import run_session
 
 pytestmark = pytest.mark.testbed
 
@@ -420,3 +424,58 @@ def test_hotkey_mode_one_key_mutes_the_app_and_the_os(desk: Desktop, offline: st
     muted = next(e["t"] for e in events if e["event"] == "muted")
     hotkey = next(e["t"] for e in events if e["event"] == "app-hotkey")
     print(f"{desk.kind}: app hotkey sent {1000 * (hotkey - muted):.0f} ms after the OS mute")
+
+
+# --- a testbed session with the guard: the study's guard on/off -----------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_sessions(tone: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    """The same baresip session (PCMU, its own mute) without and with the guard."""
+    root = tmp_path_factory.mktemp("sessions")
+    done = {}
+    for guard in (False, True):
+        spec = SessionSpec(
+            app="baresip-pcmu",
+            driver="baresip",
+            mode="ctrl",
+            stimulus="tone",
+            stimulus_path=str(tone),
+            rep=1,
+            schedule=[{"state": s, "seconds": d} for s, d in SESSION_SCHEDULE],
+            options={"codec": "pcmu"},
+            lead_s=0.5,
+            tail_s=0.3,
+            guard=guard,
+        )
+        out = root / ("guarded" if guard else "bare")
+        manifest = run_session(spec, out)
+        assert manifest["status"] == "ok", manifest.get("failure")
+        done[guard] = out
+    return done
+
+
+SESSION_SCHEDULE = [("unmuted", 2.0), ("muted", 3.0), ("unmuted", 2.0)]
+
+
+def app_reads_while_muted(session: Path) -> np.ndarray:
+    """The RMS of every read the app made (the Frida witness) between mute and unmute."""
+    reads = extract.read_mic_trace(session / "mic_trace.jsonl")
+    segments = mute_segments(read_jsonl(session / "events.jsonl"))
+    (start, end), *_ = [(s.start, s.end) for s in segments if s.state == "muted"]
+    app = reads[(reads["witness"] == "app") & (reads["t"] > start + 0.1) & (reads["t"] < end)]
+    return app["rms"].to_numpy(dtype=float)
+
+
+def test_a_guarded_session_reads_digital_silence_while_muted(
+    guarded_sessions: dict[bool, Path],
+) -> None:
+    bare, guarded = (app_reads_while_muted(guarded_sessions[g]) for g in (False, True))
+    print(f"baresip reads while muted: bare {len(bare)} (RMS max {bare.max(initial=0):.4f}), "
+          f"guarded {len(guarded)} (RMS max {guarded.max(initial=0):.4f})")  # fmt: skip
+    assert len(bare) and bare.max() > 0.01  # without the guard it hears the tone
+    assert len(guarded) == 0 or guarded.max() == 0.0  # with it: silence, or no reads
+    events = read_jsonl(guarded_sessions[True] / "events.jsonl")
+    mutes = [e for e in events if e["event"] in ("mute", "unmute")]
+    assert [e["guard"]["muted"] for e in mutes] == [True, False]
+    assert all(e["guard"]["streams"] >= 1 for e in mutes)

@@ -259,7 +259,12 @@ def add_guard_commands(subparsers: Subparsers) -> None:
         epilog="example: reallymuted guard run --muted -- baresip",
     )
     run.add_argument("app_command", nargs="*", metavar="COMMAND", help="the app, after --")
-    run.add_argument("--pid", type=int, help="guard this running app (and its children)")
+    run.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        help="guard this running app and its children (repeat for an app of several roots)",
+    )
     run.add_argument("--app", help="the app's name in the status (default: the command's)")
     state = run.add_mutually_exclusive_group()
     state.add_argument("--muted", action="store_true", help="start muted")
@@ -292,13 +297,13 @@ def guard_run(args: argparse.Namespace) -> int:
     from reallymuted.guard import control, service
     from reallymuted.testbed.soundserver import SoundServerError
 
-    if bool(args.app_command) == (args.pid is not None):
+    if bool(args.app_command) == bool(args.pid):
         return _fail("give the app to run after --, or --pid")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if args.status is None and not runtime:
         return _fail("no XDG_RUNTIME_DIR: run from your desktop session, or give --status")
     status = args.status or Path(runtime or ".") / "reallymuted-guard" / "status.json"
-    app = args.app or (Path(args.app_command[0]).name if args.app_command else f"pid{args.pid}")
+    app = args.app or (Path(args.app_command[0]).name if args.app_command else f"pid{args.pid[0]}")
     muted = True if args.muted else False if args.live else None
     try:
         return service.run_guard(

@@ -23,12 +23,17 @@ from reallymuted.io import write_json
 OVERHEAD_TARGET_S = 3.0
 # One session by a given revision's code, in its own process (the baseline's package is not
 # this one): prints the manifest's status, failure and supervisor timings.
+# The baseline revision's SessionSpec lacks fields added since (guard): those must be off.
 RUN_ONE_SESSION = """
-import json, sys
+import dataclasses, json, sys
 from pathlib import Path
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.supervisor import run_session
-m = run_session(SessionSpec(**json.loads(sys.argv[1])), Path(sys.argv[2]))
+data = json.loads(sys.argv[1])
+known = {f.name for f in dataclasses.fields(SessionSpec)}
+assert not any(v for k, v in data.items() if k not in known), "a field this code lacks is on"
+spec = SessionSpec(**{k: v for k, v in data.items() if k in known})
+m = run_session(spec, Path(sys.argv[2]))
 print(json.dumps({k: m.get(k) for k in ("status", "failure", "supervisor")}))
 """
 

@@ -325,7 +325,7 @@ class Guard:
 def run_guard(
     app: str,
     command: Sequence[str],
-    pid: int | None,
+    pids: Sequence[int],
     *,
     address: str,
     status_path: Path,
@@ -334,7 +334,7 @@ def run_guard(
     app_hotkey: str | None,
     terminal: TextIO | None,
 ) -> int:
-    """Start ``command`` (or take the running ``pid``) and guard it until it is gone."""
+    """Start ``command`` (or take the running ``pids``) and guard it until it is gone."""
     env = dict(os.environ)
     guard = Guard(
         app,
@@ -354,7 +354,7 @@ def run_guard(
         return child[0]
 
     if not command:
-        guard.state.roots = [int(pid or 0)]
+        guard.state.roots = list(pids)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, guard.stop)
     try:

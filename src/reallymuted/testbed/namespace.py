@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from reallymuted.guard import control
 from reallymuted.io import atomic_path, read_jsonl, write_json
 from reallymuted.paths import EVIDENCE
 from reallymuted.testbed import audio, capture, netns
@@ -141,6 +142,33 @@ class NamespaceRunner(Runner):
             tick_ms=spec.tick_ms,
         )
 
+    def start_guard(self, roots: list[int], env: dict[str, str]) -> None:
+        """``reallymuted guard`` on the client's processes and the session's PulseAudio; the
+        schedule's mutes go to it through its socket (:meth:`os_mute`)."""
+        self.enter("guard")
+        socket_path = self.scratch / "guard.sock"
+        argv = [sys.executable, "-m", "reallymuted.cli", "guard", "run", "--live"]
+        argv += [f"--pid={pid}" for pid in roots]
+        argv += ["--app", self.spec.app, "--socket", str(socket_path)]
+        argv += ["--status", str(self.parts / "guard.status.json")]
+        argv += ["--events", str(self.parts / "events.guard.jsonl")]
+        with self.blame("guard"):
+            self.procs.start("guard", argv, env=env, output=self.logs / "guard.log")
+            deadline = time.monotonic() + 10.0
+            while not socket_path.exists():
+                if time.monotonic() > deadline or self.procs.get("guard").returncode() is not None:
+                    raise RuntimeError("the guard did not start (logs/guard.log)")
+                time.sleep(0.02)
+        self.guard_socket = str(socket_path)
+        self.events("guard_start", pids=roots)
+
+    def os_mute(self, muted: bool) -> dict[str, Any]:
+        if not self.spec.guard:
+            return {}
+        with self.blame("guard"):
+            reply = control.request("mute" if muted else "unmute", self.guard_socket)
+        return {"guard": {"muted": reply["muted"], "streams": len(reply["streams"])}}
+
     def start_tracer(self, roots: list[int], skip: tuple[str, ...]) -> None:
         """Start the tracer on the client's tree; :meth:`tracer_ready` waits for it."""
         self.enter("tracer")
@@ -222,6 +250,9 @@ class NamespaceRunner(Runner):
         """Stop in an order that loses nothing: tracer (drains its agents), client, mic, capture."""
         self.enter("stop")
         self.check()
+        guard = self.procs.get("guard")
+        if guard is not None:  # before the client: it must not see its streams let through
+            self.procs.stop(guard, timeout=5.0)
         tracer = self.procs.get("tracer")
         if tracer is not None:
             rc = self.procs.stop(tracer, timeout=10.0)
@@ -268,7 +299,11 @@ class NamespaceRunner(Runner):
             raise SessionFailure("collect", "tracer", f"root process(es) {missing} never traced")
         if not any(r["api"] == audio.OS_API for r in reads):
             raise SessionFailure("collect", "writer", "no os:pipe-source tick recorded")
-        self.publish(events, reads, driver.logs)
+        guard = [
+            ("guard", self.logs / "guard.log"),
+            ("guard events", self.parts / "events.guard.jsonl"),
+        ]
+        self.publish(events, reads, [*driver.logs, *(guard if self.spec.guard else [])])
         self.collect_extra(driver)
         self.result["counts"] = {
             "events": len(events),
@@ -311,6 +346,8 @@ class NamespaceRunner(Runner):
             roots = driver.trace_roots()
         self.events("client_start", pids=roots)
         self.result["client_roots"] = roots
+        if spec.guard:
+            self.start_guard(roots, env)
         # The tracer attaches while the client gets ready (page load, registration...): the
         # two take seconds each, side by side rather than one after the other. The client's
         # tree is fully traced before it joins; a client that may read the microphone while

@@ -129,6 +129,10 @@ class Runner(ABC):
     def left(self) -> None:  # noqa: B027 (optional step)
         """Called once the driver's leave returned."""
 
+    def os_mute(self, muted: bool) -> dict[str, Any]:
+        """The OS-level mute beside the client's own (a guarded session); what was done."""
+        return {}
+
     def play_schedule(self, driver: Driver) -> None:
         """Join, mute and unmute at the phase boundaries, leave, then the tail."""
         spec = self.spec
@@ -147,8 +151,9 @@ class Runner(ABC):
             want = phase["state"] == "muted"
             if want != muted:
                 t = self.now()
+                extra = self.os_mute(want)  # first: the OS mutes before the app does
                 with self.blame("client"):
-                    extra = driver.set_muted(want)
+                    extra.update(driver.set_muted(want))
                 self.events(
                     "mute" if want else "unmute", t=t, took_s=round(self.now() - t, 3), **extra
                 )

@@ -40,6 +40,9 @@ class SessionSpec:
     # Only for measuring the tracer's own cost (make bench): without it the session has no
     # app-level witness, and mic_trace.jsonl holds the OS witness alone.
     trace_app: bool = True
+    # The OS-level mute (issue 15, docs/guard.md): `reallymuted guard` mutes the client's
+    # capture streams at the session's PulseAudio whenever the schedule mutes the client.
+    guard: bool = False
 
     @property
     def condition(self) -> str:
