@@ -300,9 +300,10 @@ def _metrics(rows):
 
 @pytest.mark.parametrize("hidden", [[16], [64, 64]])
 def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, settings, hidden):
-    """fit_model takes the MLP's mini-batches by NumPy indexing, its products by ``@`` and its
-    ReLU derivative by a multiplication (faster); the weights must be exactly those of
-    scikit-learn's own fit, and scikit-learn's functions are put back."""
+    """fit_model takes the MLP's mini-batches by NumPy indexing, its products by ``@``, its
+    ReLU derivative by a multiplication, its loss without checks and Adam's moments in place
+    (faster); the weights must be exactly those of scikit-learn's own fit, and
+    scikit-learn's functions are put back."""
     w = c.windows(parsed.minutes[parsed.minutes.split == "dev"], 3)
     X, y = w.X[:600], w.y[:600]
     params = {"hidden_layer_sizes": hidden, "max_iter": 30}
@@ -314,6 +315,7 @@ def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, set
     assert t.mlp_module._safe_indexing.__module__ == "sklearn.utils._indexing"
     assert t.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
     assert t.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
+    assert "update_params" not in t.mlp_module.AdamOptimizer.__dict__
     ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]
     assert ours.n_iter_ == theirs.n_iter_ == 30
     for a, b in zip(

@@ -127,7 +127,8 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
     ``X[rows]``, ``a @ b``, and, for a finite delta, multiplying by ``Z != 0`` and adding +0
     (which turns the -0 of a negative entry times 0 into the +0 the masked write puts): the
     same numbers, so the same fit (a test compares the fitted weights bit for bit). The
-    weighted log loss of each batch is ``np.average``'s arithmetic without its checks. Anything
+    weighted log loss of each batch is ``np.average``'s arithmetic without its checks, and
+    Adam's step updates its moment arrays in place instead of allocating new ones. Anything
     else still goes through scikit-learn's functions, and a scikit-learn whose MLP lacks these
     names is left as it is.
     """
@@ -175,10 +176,38 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
             return log_loss(y_true, y_prob, sample_weight)
         return -(np.multiply(terms, weight, dtype=np.float64).sum((0,)) / total).sum()
 
+    adam = mlp_module.AdamOptimizer
+    own_update = adam.__dict__.get("update_params")  # None: inherited from BaseOptimizer
+    adam_update = adam.update_params
+
+    def adam_update_params(self: Any, params: list[Any], grads: list[Any]) -> None:
+        arrays = [*params, *grads, *self.ms, *self.vs]
+        if type(self) is not adam or not all(type(a) is np.ndarray for a in arrays):
+            return adam_update(self, params, grads)
+        # AdamOptimizer._get_updates, its moments updated in place: b * m + (1 - b) * g
+        # is m * b, then + (1 - b) * g, the same two roundings
+        self.t += 1
+        for m, v, grad in zip(self.ms, self.vs, grads, strict=True):
+            m *= self.beta_1
+            m += (1 - self.beta_1) * grad
+            v *= self.beta_2
+            v += (1 - self.beta_2) * (grad**2)
+        self.learning_rate = (
+            self.learning_rate_init * np.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+        )
+        for param, m, v in zip(params, self.ms, self.vs, strict=True):
+            scale = np.sqrt(v)
+            scale += self.epsilon
+            update = -self.learning_rate * m
+            update /= scale
+            param += update
+        return None
+
     mlp_module._safe_indexing = take_rows
     mlp_module.safe_sparse_dot = dot
     derivatives["relu"] = relu_delta
     losses["log_loss"] = weighted_log_loss
+    adam.update_params = adam_update_params
     try:
         yield
     finally:
@@ -186,6 +215,10 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
         mlp_module.safe_sparse_dot = safe_dot
         derivatives["relu"] = relu_derivative
         losses["log_loss"] = log_loss
+        if own_update is None:
+            del adam.update_params
+        else:
+            adam.update_params = own_update
 
 
 def param_grid(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
