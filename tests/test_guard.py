@@ -26,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from reallymuted.analysis import extract
+from reallymuted.analysis import extract, micpolicy
 from reallymuted.analysis.evidence import mute_segments
+from reallymuted.analysis.guard import guard_table
+from reallymuted.figures import saved_source
+from reallymuted.figures.guard import plot_guard
 from reallymuted.guard import control
 from reallymuted.guard.latency import recorder
-from reallymuted.io import read_jsonl
+from reallymuted.io import DataError, read_jsonl
 from reallymuted.testbed import netns
 from reallymuted.testbed.headless import Desktop, as_user, headless_desktop
 from reallymuted.testbed.spec import SessionSpec
@@ -463,7 +467,7 @@ def app_reads_while_muted(session: Path) -> np.ndarray:
     reads = extract.read_mic_trace(session / "mic_trace.jsonl")
     segments = mute_segments(read_jsonl(session / "events.jsonl"))
     (start, end), *_ = [(s.start, s.end) for s in segments if s.state == "muted"]
-    app = reads[(reads["witness"] == "app") & (reads["t"] > start + 0.1) & (reads["t"] < end)]
+    app = reads[(reads["witness"] == "app") & (reads["t"] > start + 0.1) & (reads["t"] < end - 0.1)]
     return app["rms"].to_numpy(dtype=float)
 
 
@@ -479,3 +483,35 @@ def test_a_guarded_session_reads_digital_silence_while_muted(
     mutes = [e for e in events if e["event"] in ("mute", "unmute")]
     assert [e["guard"]["muted"] for e in mutes] == [True, False]
     assert all(e["guard"]["streams"] >= 1 for e in mutes)
+
+
+def test_the_guard_table_sets_each_guarded_session_beside_its_twin(
+    guarded_sessions: dict[bool, Path], tmp_path: Path
+) -> None:
+    """The study's own per-session analysis of the two sessions, then the guard table: the
+    guard column comes from the manifests, the verdict from the app's reads."""
+    states = []
+    for guard, session in guarded_sessions.items():
+        out = {
+            n: tmp_path / f"{guard}-{n}" for n in ("packets", "reads", "states", "policy", "flows")
+        }
+        extract.extract_session(session, out["packets"], out["reads"])
+        tables = {n: out[n] for n in ("states", "policy", "flows")}
+        micpolicy.write_session_analysis(session, out["packets"], out["reads"], tables)
+        states.append(pd.read_csv(out["states"]))
+    both = pd.concat(states)
+    # the two sessions have one app id: as the study would, give the guarded one its own
+    both.loc[both.guard == "on", "app"] = "baresip-pcmu-guarded"
+    table = guard_table(both, {"baresip-pcmu-guarded": "baresip-pcmu"})
+    assert list(table.guard) == ["off", "on"] and set(table.source) == {"testbed"}
+    off, on = table.iloc[0], table.iloc[1]
+    assert off.app_rms_mean > 0.01 and off.app_read_share > 0.9 and off.verdict == ""
+    # the muted state's first tens of ms precede the guard's answer; from it on: zeros
+    assert on.app_read_share > 0.9 and on.app_rms_mean < off.app_rms_mean / 100
+    assert on.app_reads_after_os_mute > 100 and on.app_sounding_reads_after_os_mute == 0
+    assert 0 < on.os_mute_delay_ms < 1000 and on.verdict == "digital silence"
+    print(f"OS mute took {on.os_mute_delay_ms:.0f} ms; muted-state RMS {on.app_rms_mean:.2e}")
+    with pytest.raises(DataError, match="its sessions say guard"):
+        guard_table(both, {"baresip-pcmu": "baresip-pcmu-guarded"})  # the twins swapped
+    plot_guard(table, [tmp_path / "guard.png"])
+    assert saved_source(tmp_path / "guard.png") == "source: testbed"

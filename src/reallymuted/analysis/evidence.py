@@ -78,7 +78,7 @@ def session_keys(manifest: dict) -> dict[str, object]:
     }
 
 
-DRIVER_KEYS = ["driver", "registry_app", "client_code", "client_scope"]
+DRIVER_KEYS = ["driver", "registry_app", "client_code", "client_scope", "guard"]
 
 
 def driver_keys(manifest: dict) -> dict[str, str]:
@@ -86,7 +86,8 @@ def driver_keys(manifest: dict) -> dict[str, str]:
     names such as ``zoom-windows`` are the user's, the registry id (``zoom``) is what the
     per-app tables look sessions up by. ``client_code`` names the vendor packages an ``sdk``
     session ran, with their versions, and ``client_scope`` which part of the vendor's product
-    they are ("" for every other client)."""
+    they are ("" for every other client). ``guard`` says whether ``reallymuted guard`` muted
+    its streams at the OS while it was muted (manifests before the guard existed: no)."""
     code = manifest.get("client_code") or {}
     registry_app = (manifest.get("options") or {}).get("registry_app") or code.get("registry_app")
     packages = "; ".join(f"{p['name']} {p['version']}" for p in code.get("packages", []))
@@ -95,6 +96,7 @@ def driver_keys(manifest: dict) -> dict[str, str]:
         "registry_app": str(registry_app or ""),
         "client_code": packages,
         "client_scope": str(code.get("scope") or ""),
+        "guard": "on" if manifest.get("guard") else "off",
     }
 
 

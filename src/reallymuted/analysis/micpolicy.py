@@ -24,6 +24,7 @@ from reallymuted.analysis.evidence import (
     source_label,
     value_key,
 )
+from reallymuted.analysis.guard import os_mute_stats
 from reallymuted.io import read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -192,12 +193,15 @@ def analyse_session(
     """Per-state rows (mic at both witnesses + traffic) and the session's policy labels."""
 
     manifest = evidence.load_manifest(session_dir)
-    segments = evidence.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
+    events = read_jsonl(Path(session_dir) / "events.jsonl")
+    segments = evidence.mute_segments(events)
     reads = pd.read_parquet(reads_path)
     packets = pd.read_parquet(packets_path)
     mic = state_mic_stats(reads, segments, params)
     sent = traffic.state_traffic_stats(packets, segments)
     states = mic.merge(sent, on="state", how="outer")
+    for column, value in os_mute_stats(reads, events).items():  # a guarded session's
+        states.loc[states.state == "muted", column] = value
     keys = session_keys(manifest)
     for key, value in reversed(keys.items()):
         states.insert(0, key, value)

@@ -134,6 +134,7 @@ def manifest_core(
         "condition": spec.condition,
         "rep": spec.rep,
         "options": dict(options),
+        "guard": spec.guard,  # the OS-level mute on (docs/guard.md)
         "schedule": {"phases": spec.schedule, "lead_s": spec.lead_s, "tail_s": spec.tail_s},
         "stimulus": stimulus,
         "start": start,

@@ -167,7 +167,13 @@ class NamespaceRunner(Runner):
             return {}
         with self.blame("guard"):
             reply = control.request("mute" if muted else "unmute", self.guard_socket)
-        return {"guard": {"muted": reply["muted"], "streams": len(reply["streams"])}}
+        # applied_t: the guard has answered, so the client's streams are muted (or let through)
+        applied = {
+            "muted": reply["muted"],
+            "streams": len(reply["streams"]),
+            "applied_t": self.now(),
+        }
+        return {"guard": applied}
 
     def start_tracer(self, roots: list[int], skip: tuple[str, ...]) -> None:
         """Start the tracer on the client's tree; :meth:`tracer_ready` waits for it."""

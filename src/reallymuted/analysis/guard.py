@@ -1,0 +1,170 @@
+"""The OS-level mute beside the app's own (issue 15): each guarded client next to its twin.
+
+A guarded app of the study (``guard: true`` in its ``sessions.apps`` entry) runs the same
+client, options, stimuli and schedule as its twin, with ``reallymuted guard`` muting its
+capture streams at the session's PulseAudio while the schedule mutes it (docs/guard.md). Its
+sessions say so in their manifests (``guard``), and that, not the config, fills the table's
+``guard`` column: a guarded app whose evidence says otherwise is an error.
+
+Per client, mute mode and stimulus, guard off and on, while muted: what the app-side witness
+(Frida in the client) saw it read (read share, mean RMS of its reads), what the OS witness saw
+the microphone do (read share of the pipe source), and what left in RTP. Those cover the whole
+muted state, whose first tens of milliseconds precede the guard's answer; the verdict of a
+guarded row covers the time from that answer (the OS mute applied) to the unmute:
+``digital silence`` when every read the app made then carried zeros, ``no reads`` when it made
+none, else ``sound reached the app``. ``os_mute_delay_ms`` is how long the answer took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reallymuted.analysis.evidence import source_label, value_key
+from reallymuted.io import DataError, write_csv, write_json
+
+MEASURES = [
+    "app_read_share",
+    "app_rms_mean",
+    "os_read_share",
+    "packets_per_s",
+    "rtp_bytes_per_s",
+    "audio_level_median_dbov",
+    "payload_rms_mean",
+]
+COLUMNS = [
+    "client",
+    "app",
+    "guard",
+    "source",
+    "driver",
+    "mute_mode",
+    "stimulus",
+    "sessions",
+    *MEASURES,
+    "app_rms_max",
+    "os_mute_delay_ms",
+    "app_reads_after_os_mute",
+    "app_sounding_reads_after_os_mute",
+    "verdict",
+]
+
+
+def os_mute_stats(reads: pd.DataFrame, events: list[dict[str, Any]]) -> dict[str, float]:
+    """A guarded session, while muted: how long the OS mute took (the mute event to the
+    guard's answer) and what the app read from then until one read period before the unmute
+    (its reads' mean RMS and how many were not all zeros). Empty without the guard."""
+    ordered = sorted(events, key=lambda e: e["t"])
+    spans, delays = [], []
+    for i, event in enumerate(ordered):
+        guard = event.get("guard")
+        if event["event"] != "mute" or not isinstance(guard, dict):
+            continue
+        end = next((e["t"] for e in ordered[i + 1 :] if e["event"] in ("unmute", "leave")), None)
+        if end is not None:
+            spans.append((float(guard["applied_t"]), float(end)))
+            delays.append(1000 * (float(guard["applied_t"]) - float(event["t"])))
+    if not spans:
+        return {}
+    app = reads[reads.witness == "app"]
+    # A read is stamped when the app made it and may return samples up to one read period
+    # later: one that close to the unmute may hold samples let through again.
+    period = float(np.median(np.diff(np.sort(app.t.to_numpy())))) if len(app) > 1 else 0.0
+    inside = pd.concat([app[(app.t >= a) & (app.t < b - period)] for a, b in spans])
+    return {
+        "os_mute_delay_ms": float(np.median(delays)),
+        "app_reads_after_os_mute": float(len(inside)),
+        "app_rms_after_os_mute": float(inside.rms.mean()) if len(inside) else np.nan,
+        "app_sounding_reads_after_os_mute": float((inside.rms.fillna(0) > 0).sum()),
+    }
+
+
+OS_MUTE_COLUMNS = [
+    "os_mute_delay_ms",
+    "app_reads_after_os_mute",
+    "app_rms_after_os_mute",
+    "app_sounding_reads_after_os_mute",
+]
+
+
+def _verdict(guard: str, rows: pd.DataFrame) -> str:
+    """From the guard's answer on (the OS mute applied) to the unmute."""
+    if guard != "on":
+        return ""
+    if rows.app_reads_after_os_mute.fillna(0).sum() == 0:
+        return "no reads"
+    sounding = rows.app_sounding_reads_after_os_mute.fillna(0).sum()
+    return "digital silence" if sounding == 0 else "sound reached the app"
+
+
+def guard_table(states: pd.DataFrame, twins: Mapping[str, str]) -> pd.DataFrame:
+    """One row per client × guard × mute mode × stimulus, from ``session_states.csv``;
+    ``twins`` maps each guarded app to its unguarded twin."""
+    if "guard" not in states:
+        raise DataError("session states have no guard column (made before the guard existed)")
+    muted = states[states.state == "muted"]
+    rows = []
+    for guarded, bare in sorted(twins.items()):
+        for app, expected in ((bare, "off"), (guarded, "on")):
+            sessions = muted[muted.app == app]
+            found = set(sessions.guard.astype(str))
+            if found - {expected}:
+                raise DataError(
+                    f"{app}: its sessions say guard {sorted(found)}, the study says {expected}"
+                )
+            for (mode, stimulus), group in sessions.groupby(["mute_mode", "stimulus"], sort=True):
+                rows.append(
+                    {
+                        "client": bare,
+                        "app": app,
+                        "guard": expected,
+                        "source": source_label(group.source),
+                        "driver": ", ".join(sorted(set(group.driver.astype(str)))),
+                        "mute_mode": mode,
+                        "stimulus": stimulus,
+                        "sessions": len(group),
+                        **{m: group[m].mean() if m in group else np.nan for m in MEASURES},
+                        "app_rms_max": group.app_rms_mean.max(),
+                        "os_mute_delay_ms": group.get("os_mute_delay_ms", pd.Series()).median(),
+                        "app_reads_after_os_mute": group.get(
+                            "app_reads_after_os_mute", pd.Series()
+                        ).sum(min_count=1),
+                        "app_sounding_reads_after_os_mute": group.get(
+                            "app_sounding_reads_after_os_mute", pd.Series()
+                        ).sum(min_count=1),
+                        "verdict": _verdict(expected, group),
+                    }
+                )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def guard_values(table: pd.DataFrame) -> dict[str, Any]:
+    """The verdicts and RMS while muted, for the report and the findings, with their source."""
+    values: dict[str, Any] = {"source": source_label(table.source)}
+    for row in table.itertuples():
+        key = value_key("guard", row.guard, row.client, row.mute_mode, row.stimulus)
+        values[f"{key}_app_rms_mean"] = row.app_rms_mean
+        if row.guard == "on":
+            values[f"{key}_verdict"] = row.verdict
+    guarded = table[table.guard == "on"]
+    values["guarded_clients"] = sorted(set(guarded.client))
+    values["all_silent"] = bool(len(guarded)) and bool(
+        guarded.verdict.isin(["digital silence", "no reads"]).all()
+    )
+    return values
+
+
+def write_guard_tables(
+    states_csv: str | Path, twins: Mapping[str, str], outputs: Mapping[str, str]
+) -> pd.DataFrame:
+    from reallymuted.figures.guard import plot_guard
+
+    table = guard_table(pd.read_csv(states_csv), twins)
+    write_csv(outputs["table"], table)
+    write_json(outputs["values"], guard_values(table))
+    plot_guard(table, [outputs["png"], outputs["pdf"]])
+    return table
