@@ -22,6 +22,7 @@ include: "workflow/rules/sessions.smk"
 include: "workflow/rules/micpolicy.smk"
 include: "workflow/rules/telemetry_sessions.smk"
 include: "workflow/rules/sdk.smk"
+include: "workflow/rules/guard.smk"
 include: "workflow/rules/attack.smk"
 
 

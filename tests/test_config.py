@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reallymuted.config import ConfigError, load_yaml, validate_config
+from reallymuted.study import driver_options, guard_twins
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 
@@ -90,3 +91,27 @@ def test_snakemake_stops_before_any_rule_on_a_bad_config(repo_root: Path, tmp_pa
     assert run.returncode != 0
     assert "classifier.windows: '7' is not allowed" in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_each_guarded_app_has_exactly_one_twin(config: dict) -> None:
+    sessions = config["sessions"]
+    assert guard_twins(sessions) == {
+        "baresip-pcmu-guarded": "baresip-pcmu",
+        "chromium-guarded": "chromium",
+        "webex-2021-guarded": "webex-2021",
+    }
+    assert "guard" not in driver_options(sessions["apps"]["chromium-guarded"])
+    alone = copy.deepcopy(sessions)
+    alone["apps"]["baresip-pcmu-guarded"]["codec"] = "opus"  # twin: baresip-opus now
+    assert guard_twins(alone)["baresip-pcmu-guarded"] == "baresip-opus"
+    del alone["apps"]["baresip-opus"]
+    with pytest.raises(ValueError, match=r"baresip-pcmu-guarded .* found none"):
+        guard_twins(alone)
+    twice = copy.deepcopy(sessions)
+    twice["apps"]["chromium-again"] = {"driver": "chromium", "modes": ["soft"]}
+    with pytest.raises(ValueError, match=r"found \['chromium', 'chromium-again'\]"):
+        guard_twins(twice)
+    only_guarded = {"chromium-guarded"}  # a selection that leaves the twin out
+    with pytest.raises(ValueError, match=r"chromium-guarded .* runs, its twin chromium not"):
+        guard_twins(sessions, only_guarded)
+    assert guard_twins(sessions, {"chromium"}) == {}  # nothing guarded selected

@@ -513,5 +513,7 @@ def test_the_guard_table_sets_each_guarded_session_beside_its_twin(
     print(f"OS mute took {on.os_mute_delay_ms:.0f} ms; muted-state RMS {on.app_rms_mean:.2e}")
     with pytest.raises(DataError, match="its sessions say guard"):
         guard_table(both, {"baresip-pcmu": "baresip-pcmu-guarded"})  # the twins swapped
+    with pytest.raises(DataError, match="linphone-guarded: no muted session"):
+        guard_table(both, {"linphone-guarded": "baresip-pcmu"})  # a guarded app never ran
     plot_guard(table, [tmp_path / "guard.png"])
     assert saved_source(tmp_path / "guard.png") == "source: testbed"

@@ -21,13 +21,51 @@ import soundfile as sf
 
 # Keys of a `sessions.apps` entry that shape the study matrix, not the driver: they are never
 # passed to the driver as options. `schedule` and `repetitions` replace the sessions' own for
-# that app (the attack's apps are muted throughout); `stimulus_kinds` limits what it plays.
-APP_KEYS = ("driver", "modes", "schedule", "stimulus_kinds", "repetitions")
+# that app (the attack's apps are muted throughout); `stimulus_kinds` limits what it plays;
+# `guard` runs the OS-level mute beside the client's own (docs/guard.md).
+APP_KEYS = ("driver", "modes", "schedule", "stimulus_kinds", "repetitions", "guard")
 
 
 def driver_options(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The options a ``sessions.apps`` entry passes to its driver (all but ``APP_KEYS``)."""
     return {k: v for k, v in entry.items() if k not in APP_KEYS}
+
+
+def guard_twins(sessions: Mapping[str, Any], selected: set[str] | None = None) -> dict[str, str]:
+    """Each guarded app (``guard: true``) of ``selected`` (default: every app) and its twin:
+    the one unguarded app with the same driver, driver options and schedule, whose modes and
+    stimulus kinds include the guarded app's, so that the two ran the same client the same way
+    on the same stimuli. ValueError for a guarded app with no twin, with several, or whose
+    twin is not selected."""
+    apps = sessions["apps"]
+    selected = set(apps) if selected is None else selected
+
+    def same_client(guarded: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+        kinds = set(guarded.get("stimulus_kinds") or ["*"])
+        other_kinds = set(other.get("stimulus_kinds") or ["*"])
+        return (
+            not other.get("guard")
+            and other["driver"] == guarded["driver"]
+            and driver_options(other) == driver_options(guarded)
+            and other.get("schedule") == guarded.get("schedule")
+            and set(guarded["modes"]) <= set(other["modes"])
+            and ("*" in other_kinds or kinds <= other_kinds)
+        )
+
+    twins = {}
+    for app, entry in sorted(apps.items()):
+        if not entry.get("guard") or app not in selected:
+            continue
+        found = [other for other, e in sorted(apps.items()) if same_client(entry, e)]
+        if len(found) != 1:
+            raise ValueError(
+                f"sessions.apps.{app} (guard: true) needs exactly one unguarded twin with the "
+                f"same driver, options and schedule; found {found or 'none'}"
+            )
+        if found[0] not in selected:
+            raise ValueError(f"sessions.apps.{app} (guard: true) runs, its twin {found[0]} not")
+        twins[app] = found[0]
+    return twins
 
 
 # The testbed profiles that post per-interval telemetry to the collector (the others only

@@ -23,7 +23,7 @@ from reallymuted.paths import (
     stimulus_wav,
     timeline,
 )
-from reallymuted.study import matrix
+from reallymuted.study import guard_twins, matrix
 from reallymuted.testbed.contract import apps_with_evidence
 from reallymuted.testbed.drivers import check_apps, driver_module
 
@@ -109,6 +109,8 @@ ATTACK_STIMULI = {
     for name, spec in SESSIONS["stimuli"].items()
     if (spec or {}).get("kind") == "activity"
 }
+# Each app of the study that runs with the OS-level mute, and its unguarded twin.
+GUARD_TWINS = guard_twins(SESSIONS, {key.app for key in SESSION_MATRIX})
 ATTACK_SESSIONS = attack_sessions(config)  # those whose telemetry the attack decodes
 LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False)  # every attack app's
 # What a classifier window job depends on: changing any other key never retrains a model.
@@ -282,6 +284,18 @@ def sdk_outputs():
     ]
 
 
+def guard_outputs():
+    """The guarded clients beside their twins, when the study has any (docs/guard.md)."""
+    if not stage_on("sessions") or not GUARD_TWINS:
+        return []
+    return [
+        "results/tables/guard.csv",
+        "results/figures/guard.png",
+        "results/figures/guard.pdf",
+        "results/values/guard.json",
+    ]
+
+
 def telemetry_compared_inputs(wildcards):
     """The decoded Webex telemetry of each source this run has (reference, model, library)."""
     inputs = {}
@@ -344,6 +358,7 @@ def get_final_output():
     targets += session_analysis_outputs()
     targets += telemetry_session_outputs()
     targets += sdk_outputs()
+    targets += guard_outputs()
     targets += telemetry_compared_outputs()
     targets += apps_outputs()
     targets += attack_outputs()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from reallymuted.io import DataError
@@ -109,6 +110,40 @@ def source_label(sources: Iterable[object]) -> str:
     """The sources of a set of rows, as every source statement says them: distinct, sorted,
     comma-separated ("testbed, testbed-profile"); "none" for no rows."""
     return ", ".join(sorted({str(s) for s in sources if pd.notna(s)})) or "none"
+
+
+# -- the OS-level mute of a guarded session ---------------------------------------------------
+
+
+def os_mute_stats(reads: pd.DataFrame, events: list[dict[str, Any]]) -> dict[str, float]:
+    """A guarded session (``reallymuted guard``, docs/guard.md), while muted: how long the OS
+    mute took (the mute event to the guard's answer) and what the app read from one read
+    period after that answer to one before the unmute (its reads' mean RMS and how many were
+    not all zeros). Empty without the guard."""
+    ordered = sorted(events, key=lambda e: e["t"])
+    spans, delays = [], []
+    for i, event in enumerate(ordered):
+        guard = event.get("guard")
+        if event["event"] != "mute" or not isinstance(guard, dict):
+            continue
+        end = next((e["t"] for e in ordered[i + 1 :] if e["event"] in ("unmute", "leave")), None)
+        if end is not None:
+            spans.append((float(guard["applied_t"]), float(end)))
+            delays.append(1000 * (float(guard["applied_t"]) - float(event["t"])))
+    if not spans:
+        return {}
+    app = reads[reads.witness == "app"]
+    # A read is stamped when the app made it; what it returns may have been captured up to one
+    # read period before (samples buffered just before the mute took effect) or after (let
+    # through by the unmute): the reads that close to either edge are left out.
+    period = float(np.median(np.diff(np.sort(app.t.to_numpy())))) if len(app) > 1 else 0.0
+    inside = pd.concat([app[(app.t >= a + period) & (app.t < b - period)] for a, b in spans])
+    return {
+        "os_mute_delay_ms": float(np.median(delays)),
+        "app_reads_after_os_mute": float(len(inside)),
+        "app_rms_after_os_mute": float(inside.rms.mean()) if len(inside) else np.nan,
+        "app_sounding_reads_after_os_mute": float((inside.rms.fillna(0) > 0).sum()),
+    }
 
 
 # -- a testbed profile's collector log -------------------------------------------------------

@@ -10,7 +10,8 @@ Per client, mute mode and stimulus, guard off and on, while muted: what the app-
 (Frida in the client) saw it read (read share, mean RMS of its reads), what the OS witness saw
 the microphone do (read share of the pipe source), and what left in RTP. Those cover the whole
 muted state, whose first tens of milliseconds precede the guard's answer; the verdict of a
-guarded row covers the time from that answer (the OS mute applied) to the unmute:
+guarded row covers the time from that answer (the OS mute applied) to the unmute, less one
+read period at each end:
 ``digital silence`` when every read the app made then carried zeros, ``no reads`` when it made
 none, else ``sound reached the app``. ``os_mute_delay_ms`` is how long the answer took.
 """
@@ -49,45 +50,9 @@ COLUMNS = [
     "app_rms_max",
     "os_mute_delay_ms",
     "app_reads_after_os_mute",
-    "app_sounding_reads_after_os_mute",
-    "verdict",
-]
-
-
-def os_mute_stats(reads: pd.DataFrame, events: list[dict[str, Any]]) -> dict[str, float]:
-    """A guarded session, while muted: how long the OS mute took (the mute event to the
-    guard's answer) and what the app read from then until one read period before the unmute
-    (its reads' mean RMS and how many were not all zeros). Empty without the guard."""
-    ordered = sorted(events, key=lambda e: e["t"])
-    spans, delays = [], []
-    for i, event in enumerate(ordered):
-        guard = event.get("guard")
-        if event["event"] != "mute" or not isinstance(guard, dict):
-            continue
-        end = next((e["t"] for e in ordered[i + 1 :] if e["event"] in ("unmute", "leave")), None)
-        if end is not None:
-            spans.append((float(guard["applied_t"]), float(end)))
-            delays.append(1000 * (float(guard["applied_t"]) - float(event["t"])))
-    if not spans:
-        return {}
-    app = reads[reads.witness == "app"]
-    # A read is stamped when the app made it and may return samples up to one read period
-    # later: one that close to the unmute may hold samples let through again.
-    period = float(np.median(np.diff(np.sort(app.t.to_numpy())))) if len(app) > 1 else 0.0
-    inside = pd.concat([app[(app.t >= a) & (app.t < b - period)] for a, b in spans])
-    return {
-        "os_mute_delay_ms": float(np.median(delays)),
-        "app_reads_after_os_mute": float(len(inside)),
-        "app_rms_after_os_mute": float(inside.rms.mean()) if len(inside) else np.nan,
-        "app_sounding_reads_after_os_mute": float((inside.rms.fillna(0) > 0).sum()),
-    }
-
-
-OS_MUTE_COLUMNS = [
-    "os_mute_delay_ms",
-    "app_reads_after_os_mute",
     "app_rms_after_os_mute",
     "app_sounding_reads_after_os_mute",
+    "verdict",
 ]
 
 
@@ -111,6 +76,9 @@ def guard_table(states: pd.DataFrame, twins: Mapping[str, str]) -> pd.DataFrame:
     for guarded, bare in sorted(twins.items()):
         for app, expected in ((bare, "off"), (guarded, "on")):
             sessions = muted[muted.app == app]
+            if sessions.empty:
+                raise DataError(f"{app}: no muted session in the session states (twin of "
+                                f"{guarded if app == bare else bare})")  # fmt: skip
             found = set(sessions.guard.astype(str))
             if found - {expected}:
                 raise DataError(
@@ -133,6 +101,9 @@ def guard_table(states: pd.DataFrame, twins: Mapping[str, str]) -> pd.DataFrame:
                         "app_reads_after_os_mute": group.get(
                             "app_reads_after_os_mute", pd.Series()
                         ).sum(min_count=1),
+                        "app_rms_after_os_mute": group.get(
+                            "app_rms_after_os_mute", pd.Series()
+                        ).mean(),
                         "app_sounding_reads_after_os_mute": group.get(
                             "app_sounding_reads_after_os_mute", pd.Series()
                         ).sum(min_count=1),
@@ -161,10 +132,8 @@ def guard_values(table: pd.DataFrame) -> dict[str, Any]:
 def write_guard_tables(
     states_csv: str | Path, twins: Mapping[str, str], outputs: Mapping[str, str]
 ) -> pd.DataFrame:
-    from reallymuted.figures.guard import plot_guard
-
+    """guard.csv and guard.json from the session states; returns the table (to draw)."""
     table = guard_table(pd.read_csv(states_csv), twins)
     write_csv(outputs["table"], table)
     write_json(outputs["values"], guard_values(table))
-    plot_guard(table, [outputs["png"], outputs["pdf"]])
     return table

@@ -24,7 +24,6 @@ from reallymuted.analysis.evidence import (
     source_label,
     value_key,
 )
-from reallymuted.analysis.guard import os_mute_stats
 from reallymuted.io import read_jsonl, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -200,7 +199,7 @@ def analyse_session(
     mic = state_mic_stats(reads, segments, params)
     sent = traffic.state_traffic_stats(packets, segments)
     states = mic.merge(sent, on="state", how="outer")
-    for column, value in os_mute_stats(reads, events).items():  # a guarded session's
+    for column, value in evidence.os_mute_stats(reads, events).items():  # a guarded session's
         states.loc[states.state == "muted", column] = value
     keys = session_keys(manifest)
     for key, value in reversed(keys.items()):

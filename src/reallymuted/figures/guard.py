@@ -14,11 +14,14 @@ FLOOR_DB = -120.0  # where a read of digital zeros is drawn (its RMS has no dB v
 
 def plot_guard(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     """Two panels per client × mute mode (stimuli pooled): the mean RMS of the app's reads
-    while muted (dBFS; zeros drawn at the floor and marked), and the share of the muted time
-    the app was reading, each with the guard off and on."""
+    while muted (guard on: from the guard's answer to the unmute; dBFS, zeros drawn at the
+    floor and marked), and the share of the muted time the app was reading, guard off and on."""
+    # guard on: from the guard's answer on (the muted state's first tens of ms precede it)
+    rms = table.app_rms_mean.where(table.guard == "off", table.app_rms_after_os_mute)
     pooled = (
-        table.groupby(["client", "mute_mode", "guard"], sort=True)
-        .agg(app_rms_mean=("app_rms_mean", "mean"), app_read_share=("app_read_share", "mean"))
+        table.assign(rms=rms)
+        .groupby(["client", "mute_mode", "guard"], sort=True)
+        .agg(app_rms_mean=("rms", "mean"), app_read_share=("app_read_share", "mean"))
         .reset_index()
     )
     labels = sorted({(r.client, r.mute_mode) for r in pooled.itertuples()})
@@ -40,7 +43,7 @@ def plot_guard(table: pd.DataFrame, outputs: list[str | Path]) -> None:
     level.set_yticks(y, [f"{client} ({mode})" for client, mode in labels])
     level.invert_yaxis()
     level.set_xlim(FLOOR_DB, 0)
-    level.set_xlabel("RMS of the app's reads while muted (dBFS)")
+    level.set_xlabel("RMS of the app's reads while muted (dBFS; guard on: once it answered)")
     level.legend(loc="lower right", fontsize=8, frameon=False)
     share.set_xlim(0, 1.05)
     share.set_xlabel("share of the muted time the app read the microphone")

@@ -94,6 +94,7 @@ class SessionSpec:
             tick_ms=int(audio_cfg.get("tick_ms", 20)),
             pipe_bytes=int(audio_cfg.get("pipe_bytes", 4096)),
             suspend_timeout_s=int(audio_cfg.get("suspend_timeout_s", 1)),
+            guard=bool(entry.get("guard", False)),
         )
 
 
