@@ -11,6 +11,7 @@ import pytest
 
 from reallymuted.config import ConfigError, load_yaml, validate_config
 from reallymuted.study import driver_options, guard_twins
+from reallymuted.testbed.spec import SessionSpec
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 
@@ -115,3 +116,17 @@ def test_each_guarded_app_has_exactly_one_twin(config: dict) -> None:
     with pytest.raises(ValueError, match=r"chromium-guarded .* runs, its twin chromium not"):
         guard_twins(sessions, only_guarded)
     assert guard_twins(sessions, {"chromium"}) == {}  # nothing guarded selected
+
+
+def test_a_guarded_session_on_a_windows_or_macos_host_is_refused(tmp_path: Path) -> None:
+    """The guard mutes streams on the session's own PulseAudio; a host session has none, and
+    its manifest would say guard for nothing."""
+    sessions = {
+        "schedule": [{"state": "muted", "seconds": 1}],
+        "apps": {"zoom-win": {"driver": "native-windows", "modes": ["hotkey"], "guard": True,
+                              "registry_app": "zoom"}},
+    }  # fmt: skip
+    spec = SessionSpec.from_config(sessions, "zoom-win", "hotkey", "speech", 1, tmp_path)
+    assert spec.guard
+    with pytest.raises(ValueError, match="native-windows sessions run on a host"):
+        spec.validate()

@@ -25,6 +25,7 @@ from typing import Any
 
 COMMANDS = ("mute", "unmute", "toggle", "status")
 MAX_REQUEST = 4096
+MAX_REPLY = 1 << 20  # a status with many streams
 CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -69,18 +70,23 @@ def listen(address: str) -> socket.socket:
     return server
 
 
-def read_request(conn: socket.socket) -> dict[str, Any]:
-    """One request line; ControlError if it is not one of :data:`COMMANDS`."""
+def _read_json_line(conn: socket.socket, limit: int, what: str) -> Any:
+    """One newline-ended JSON value from ``conn`` (at most ``limit`` bytes)."""
     data = b""
-    while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-        chunk = conn.recv(MAX_REQUEST - len(data))
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk = conn.recv(limit - len(data))
         if not chunk:
             break
         data += chunk
     try:
-        request = json.loads(data.decode())
+        return json.loads(data.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ControlError(f"not a JSON request: {data[:80]!r}") from None
+        raise ControlError(f"not {what}: {data[:80]!r}") from None
+
+
+def read_request(conn: socket.socket) -> dict[str, Any]:
+    """One request line; ControlError if it is not one of :data:`COMMANDS`."""
+    request = _read_json_line(conn, MAX_REQUEST, "a JSON request")
     if not isinstance(request, dict) or request.get("command") not in COMMANDS:
         raise ControlError(f"unknown request {request!r}: commands are {', '.join(COMMANDS)}")
     return request
@@ -107,19 +113,10 @@ def request(command: str, address: str | None = None, timeout: float = 5.0) -> d
                 f"{shown(address)} is held by uid {uid}, not by this user's guard: not sending"
             )
         conn.sendall((json.dumps({"command": command}) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            try:
-                chunk = conn.recv(65536)
-            except TimeoutError:
-                raise ControlError(f"the guard did not answer within {timeout} s") from None
-            if not chunk:
-                break
-            data += chunk
-    try:
-        body = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ControlError(f"the guard's reply is not JSON: {data[:80]!r}") from None
+        try:
+            body = _read_json_line(conn, MAX_REPLY, "the guard's reply")
+        except TimeoutError:
+            raise ControlError(f"the guard did not answer within {timeout} s") from None
     if not body.get("ok"):
         raise ControlError(f"the guard refused: {body.get('error', body)}")
     return body

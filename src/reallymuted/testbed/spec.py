@@ -59,6 +59,10 @@ class SessionSpec:
             if phase.get("state") not in STATES or float(phase.get("seconds", 0)) <= 0:
                 raise ValueError(f"bad schedule phase {phase!r}: need state in {STATES}, seconds>0")
         get_driver(self.driver).check(self.mode, self.options)
+        if self.guard and get_driver(self.driver).runner == "host":
+            # the guard mutes streams on the session's PulseAudio: a Windows or macOS host's
+            # sound server is not one, and its manifest would say "guard" for nothing
+            raise ValueError(f"guard: {self.driver} sessions run on a host the guard cannot reach")
 
     @classmethod
     def from_config(
