@@ -173,6 +173,7 @@ def test_profiles_are_configured_and_checked(repo_root: Path) -> None:
         "zoom-native",
         "native-flags-only",
         "webrtc-soft-mute",
+        "webex-2021-guarded",  # the same profile with the OS-level mute (docs/guard.md)
         *sdk_apps,  # the vendors' libraries: their pages' requests go to the collector
         "attack-webex",  # the attack's webex-2021 sessions (stage attack)
     ]
