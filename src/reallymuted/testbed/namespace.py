@@ -147,7 +147,7 @@ class NamespaceRunner(Runner):
         schedule's mutes go to it through its socket (:meth:`os_mute`)."""
         self.enter("guard")
         socket_path = self.scratch / "guard.sock"
-        argv = [sys.executable, "-m", "reallymuted.cli", "guard", "run", "--live"]
+        argv = [sys.executable, "-m", "reallymuted.guard.cli", "run", "--live"]
         argv += [f"--pid={pid}" for pid in roots]
         argv += ["--app", self.spec.app, "--socket", str(socket_path)]
         argv += ["--status", str(self.parts / "guard.status.json")]
