@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reallymuted.guard.cli import add_guard_commands  # the session runner runs it alone
+from reallymuted.policy.cli import add_policy_commands
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -247,6 +248,7 @@ COMMAND_GROUPS: list[Callable[[Subparsers], None]] = [
     add_telemetry_commands,
     add_audit_commands,
     add_guard_commands,
+    add_policy_commands,
 ]
 
 
