@@ -7,12 +7,26 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from reallymuted.analysis import apps as apps_analysis
+from reallymuted.analysis.policy import (
+    AUDIO,
+    DATA_SHEET,
+    READS,
+    review_values,
+    write_policy_behaviour,
+)
+from reallymuted.analysis.telemetry.reference import decode_reference
+from reallymuted.claims import PASSED_ON_MODEL, STAGE_OF, build_table
 from reallymuted.cli import main
 from reallymuted.config import ConfigError, load_registry
+from reallymuted.figures import saved_source
+from reallymuted.figures.policy import plot_policy_behaviour
 from reallymuted.policy.corpus import POLICIES, load_corpus, verbatim_problems
+from reallymuted.policy.fetch import fetch_document
 from reallymuted.policy.review import review_file, review_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,3 +220,182 @@ def test_review_file_reads_utf8_with_a_byte_order_mark(tmp_path):
     path.write_bytes("\ufeffWe do not collect audio data.".encode())
     review = review_file(path)
     assert review.mentions["audio"] and review.categories["first_party_collection"]
+
+
+# --- policy against behaviour ----------------------------------------------------------------
+
+
+def headline_rows() -> pd.DataFrame:
+    """apps_headline.csv as the apps stage writes it, for three apps: the webex-2021 profile
+    seen sending gains while muted, the soft-mute profile of Meet sending none, and sources
+    that did not run (rows as apps.headline_table makes them)."""
+    model = "model {} of the app's published behaviour, not the app"
+    rows = [
+        {"source": "testbed-profile", "app": "webex", "measured_as": model.format("webex-2021"),
+         "status": "measured", "mute_mode": "app", "policy": "continuous",
+         "muted_read_share_app": 1.0, "reads_modelled": "yes",
+         "audio_derived_data_leaving": "yes",
+         "evidence": "6 telemetry POST(s) with microphone gains decoded while muted"},
+        {"source": "native", "app": "webex", "measured_as": "native-windows",
+         "status": "not run: needs a Windows host with the app installed and an account"},
+        {"source": "testbed-profile", "app": "meet",
+         "measured_as": model.format("webrtc-soft-mute"), "status": "measured",
+         "mute_mode": "app", "policy": "continuous", "muted_read_share_app": 1.0,
+         "reads_modelled": "yes", "audio_derived_data_leaving": "no",
+         "evidence": "RTP continues at 50 packets/s but its level header says silence"},
+        {"source": "testbed-profile", "app": "zoom", "measured_as": model.format("zoom-native"),
+         "status": "measured", "mute_mode": "app", "policy": "continuous",
+         "muted_read_share_app": 1.0,
+         "reads_modelled": "no: " + apps_analysis.UNMODELLED["M2"],
+         "audio_derived_data_leaving": "no", "evidence": "no RTP while muted"},
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=apps_analysis.HEADLINE_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def reference_telemetry(tmp_path_factory, reference_dir) -> Path:
+    """The authors' released Webex record, decoded by the reference stage's own code."""
+    out = tmp_path_factory.mktemp("telemetry")
+    names = {"table": out / "t.csv", "problems": out / "p.csv", "values": out / "v.json"}
+    decode_reference(reference_dir / "UserStudy/webex-dump.json", names, "webex-dump.json")
+    return names["table"]
+
+
+def run_stage(tmp_path: Path, headline: pd.DataFrame | None, telemetry: Path | None):
+    headline_csv = None
+    if headline is not None:
+        headline_csv = tmp_path / "apps_headline.csv"
+        headline.to_csv(headline_csv, index=False)
+    outs = {"table": tmp_path / "policy_behaviour.csv", "values": tmp_path / "policy.json"}
+    table = write_policy_behaviour(load_corpus(), headline_csv, telemetry, outs)
+    assert pd.read_csv(outs["table"]).shape == table.shape
+    return table, json.loads(outs["values"].read_text())
+
+
+def test_webex_data_sheet_beside_the_telemetry_measured_while_muted(tmp_path, reference_telemetry):
+    table, values = run_stage(tmp_path, headline_rows(), reference_telemetry)
+    sheet = table[(table.app == "webex") & (table.statement == DATA_SHEET)]
+    by_source = {r.source: r for r in sheet.itertuples()}
+    assert set(by_source) == {"reference", "testbed-profile", "native"}
+    real = by_source["reference"]
+    assert real.verdict == "contradicted" and real.measured == "yes"
+    assert "microphone's gains (14-51)" in real.measurement
+    assert "Webex Meetings Privacy Data Sheet" in real.statement_from
+    assert "quoted by the paper" in real.statement_from
+    model = by_source["testbed-profile"]
+    assert model.verdict == "contradicted" and "not the app" in model.verdict_on
+    assert by_source["native"].verdict == "not measured" and by_source["native"].measured == ""
+    # the claims: P2's second part rests on the authors' record, the model only in the note
+    assert values["p2_data_sheet_verdict"] == "contradicted"
+    assert values["source_of"]["p2_data_sheet_verdict"] == "reference"
+    assert values["p2_data_sheet_verdict_on_model"] == "contradicted"
+    assert values["reviewed_apps"] == [] and "p1_mute_apps" not in values
+
+
+def test_policy_silence_and_what_the_paper_said_are_told_apart(tmp_path):
+    table, _ = run_stage(tmp_path, headline_rows(), None)
+    zoom = table[table.app == "zoom"]
+    assert set(zoom.policy_says) == {"silent"}
+    assert zoom.statement.str.contains("the others do not mention audio").all()
+    reads = zoom[zoom.topic == READS].iloc[0]
+    assert reads.verdict == "policy silent" and "not the app's" in reads.measurement  # M2
+    meet = table[(table.app == "meet") & (table.topic == AUDIO)].iloc[0]
+    assert meet.verdict == "consistent" and meet.policy_says == "denies"
+    assert "not the vendor's words" in meet.statement_from  # the paper's summary
+    meet_reads = table[(table.app == "meet") & (table.topic == READS)].iloc[0]
+    assert "organiser's ability to mute others" in meet_reads.statement
+    # apps the headline does not hold are there too, saying nothing was measured
+    teams = table[table.app == "teams"]
+    assert len(teams) == 2 and set(teams.verdict) == {"not measured"}
+
+
+def test_every_row_carries_the_source_of_its_measurement(tmp_path, reference_telemetry):
+    table, values = run_stage(tmp_path, headline_rows(), reference_telemetry)
+    assert set(table.source) == {"testbed-profile", "native", "reference", "none"}
+    models = table[table.source == "testbed-profile"]
+    assert models.verdict_on.str.contains("not the app").all()
+    assert not table[table.source != "testbed-profile"].verdict_on.str.contains("model").any()
+    assert values["source"] == "native, none, reference, testbed-profile"
+
+
+def test_a_claim_checked_only_on_the_model_is_never_reproduced(tmp_path):
+    _, values = run_stage(tmp_path, headline_rows(), None)  # no reference: the model alone
+    assert values["source_of"]["p2_data_sheet_verdict"] == "testbed-profile"
+    path = tmp_path / "policy.json"
+    claims = build_table(
+        REPO / "workflow/resources/paper_claims.yaml", [path], dict.fromkeys(STAGE_OF, "off")
+    )
+    p2 = claims.set_index("id").loc["P2"]
+    assert p2.verdict.startswith(PASSED_ON_MODEL) and "reproduced" not in p2.verdict
+    p1 = claims.set_index("id").loc["P1"]
+    assert p1.verdict.startswith("not measured here") and "policy.fetch is off" in p1.verdict
+
+
+def test_without_any_measurement_every_row_says_so(tmp_path):
+    table, values = run_stage(tmp_path, None, None)
+    assert len(table) == 9 * 2 + 3  # a row per app and topic, Webex's two statements on audio
+    assert set(table.verdict) == {"not measured"}
+    assert values["measured_apps"] == [] and "p2_data_sheet_verdict" not in values
+    claims = build_table(REPO / "workflow/resources/paper_claims.yaml",
+                         [tmp_path / "policy.json"], dict.fromkeys(STAGE_OF, "off"))  # fmt: skip
+    assert "no source of this run measured Webex" in claims.set_index("id").loc["P2"].verdict
+
+
+def test_the_figure_footer_names_the_sources_of_the_cells_drawn(tmp_path, reference_telemetry):
+    table, _ = run_stage(tmp_path, headline_rows(), reference_telemetry)
+    png = tmp_path / "policy_behaviour.png"
+    plot_policy_behaviour(table, [png, tmp_path / "policy_behaviour.pdf"])
+    assert saved_source(png) == "source: reference, testbed-profile"  # native did not run
+
+
+def test_fetched_texts_answer_p1_and_p2_by_the_review(tmp_path):
+    corpus = load_corpus()
+    fetched = {}
+    for app in corpus.apps:
+        for doc in corpus.documents[app]:
+            text = "We collect your name. We retain it for 30 days.\n"
+            if app == "meet":
+                text += "The organizer can mute participants. We do not collect audio data.\n"
+            if app == "whereby":
+                text += "We don't record or store audio from your meetings.\n"
+            if doc.id == "cisco-privacy-statement":
+                text += "Personal information may include audio, video and images.\n"
+            fetched[(app, doc.id)] = tmp_path / f"{app}-{doc.id}.txt"
+            fetched[(app, doc.id)].write_text(text)
+    values = review_values(corpus, fetched)
+    assert values["reviewed_apps"] == sorted(corpus.apps)
+    assert values["p1_mute_apps"] == ["meet"]
+    assert values["p1_no_audio_apps"] == ["meet", "whereby"]
+    assert values["p1_silent_on_audio_apps"] == [
+        "bluejeans", "discord", "gotomeeting", "jitsi", "slack", "teams", "zoom",
+    ]  # fmt: skip
+    assert values["p2_privacy_statement_audio"] == "mentions audio"
+    assert values["source_of"]["p1_mute_apps"] == "policy-text"
+    # one document missing: no P1 value, so the claim says why instead of a partial answer
+    del fetched[("zoom", "zoom-privacy-statement")]
+    partial = review_values(corpus, fetched)
+    assert "zoom" not in partial["reviewed_apps"] and "p1_mute_apps" not in partial
+
+
+def test_fetch_keeps_the_bytes_their_text_and_a_record(tmp_path):
+    page = tmp_path / "privacy.html"
+    page.write_text(
+        "<html><head><title>x</title><script>var mic = 1;</script></head><body>"
+        "<h1>Privacy</h1><p>We may process audio &amp; video.</p><ul><li>Diagnostics</li>"
+        "<li>We keep logs for 7 years.</li></ul></body></html>",
+        encoding="utf-8",
+    )
+    outs = {k: tmp_path / f"doc.{e}" for k, e in (("raw", "raw"), ("text", "txt"),
+                                                   ("record", "json"))}  # fmt: skip
+    record = fetch_document(page.as_uri(), outs, {"app": "zoom", "document": "x"})
+    assert outs["raw"].read_bytes() == page.read_bytes()
+    assert outs["text"].read_text() == (
+        "Privacy\nWe may process audio & video.\nDiagnostics\nWe keep logs for 7 years.\n"
+    )
+    assert record == json.loads(outs["record"].read_text())
+    assert record["sha256"] == __import__("hashlib").sha256(page.read_bytes()).hexdigest()
+    assert record["text_from"].startswith("HTML") and record["fetched_at_utc"].endswith("+00:00")
+    review = review_file(outs["text"])
+    assert review.mentions["audio"] and [p for p, _ in review.retention] == ["for 7 years"]
+    with pytest.raises(OSError):  # a document that cannot be had fails its job
+        fetch_document((tmp_path / "absent.html").as_uri(), outs, {})
