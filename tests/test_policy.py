@@ -53,9 +53,11 @@ def seed_text() -> str:
 
 
 def main_policy_quotations(seed: str) -> list[tuple[str, str]]:
-    """(heading, quoted text) of each note of the seed's "Main Policy" section that quotes the
-    policy: the note's first line is its heading, the quotation starts at the paragraph that
-    opens with “ (or is quoted inside the commentary) and runs to the note's end."""
+    """(heading, quoted text) of each quotation of Cisco in the seed's "Main Policy" notes under
+    a rubric heading. A note's first line is its heading; a quotation opens with a paragraph
+    starting with “ and runs to the note's end, or, when another quotation follows, up to the
+    paragraph of commentary that introduces it. A note without one quotes inside its
+    commentary (“(i)f we otherwise notify you ...”)."""
     section = seed.split("\nMain Policy\n", 1)[1].split("\nSecondary Policy\n", 1)[0]
     notes = re.split(r"\n[—–\s\u200a]{5,}\n", section)
     found = []
@@ -64,9 +66,9 @@ def main_policy_quotations(seed: str) -> list[tuple[str, str]]:
         if not lines or lines[0].lower() not in SEED_HEADINGS:
             continue
         opening = [i for i, line in enumerate(lines) if line.startswith("“")]
-        if opening:
-            found.append((lines[0], "\n".join(lines[opening[0] :])))
-        else:  # quoted inside the commentary: “(i)f we otherwise notify you ...”
+        ends = [i - 1 for i in opening[1:]] + [len(lines)] if opening else []
+        found += [(lines[0], "\n".join(lines[i:end])) for i, end in zip(opening, ends, strict=True)]
+        if not opening:
             found += [(lines[0], q) for q in re.findall(r"“([^”]+)”", "\n".join(lines[1:]))]
     return found
 
@@ -137,7 +139,7 @@ def test_review_recovers_the_seeds_categories_for_each_quotation_of_ciscos_main_
     seed_text,
 ):
     quotations = main_policy_quotations(seed_text)
-    assert len(quotations) >= 11  # every quoting note under a rubric heading
+    assert len(quotations) == 13  # every quotation under a rubric heading
     missed = []
     for heading, quote in quotations:
         review = review_text(quote)

@@ -18,6 +18,8 @@ from typing import Any
 from reallymuted.config import ConfigError, load_yaml, validate_config
 from reallymuted.paths import REPO
 
+# the corpus and its schema: code inputs of every job that reads them (reallymuted.codegraph)
+RESOURCES = ("/workflow/resources/policies.yaml", "/workflow/schemas/policies.schema.yaml")
 POLICIES = REPO / "workflow" / "resources" / "policies.yaml"
 POLICIES_SCHEMA = REPO / "workflow" / "schemas" / "policies.schema.yaml"
 
