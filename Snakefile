@@ -24,6 +24,7 @@ include: "workflow/rules/telemetry_sessions.smk"
 include: "workflow/rules/sdk.smk"
 include: "workflow/rules/guard.smk"
 include: "workflow/rules/attack.smk"
+include: "workflow/rules/policy.smk"
 
 
 rule all:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(REPO / "src"))
 from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
 from reallymuted.config import export_package_path, validate_config
+from reallymuted.policy.corpus import load_corpus
 from reallymuted.paths import (
     CONFIG_SCHEMA,
     EVIDENCE,
@@ -167,6 +168,7 @@ def claims_value_files():
         stems += ["sdk"]
     if "results/values/attack.json" in attack_outputs():
         stems += ["attack"]
+    stems += ["policy"]  # always: the policy stage builds offline from its corpus
     return expand("results/values/{stem}.json", stem=stems)
 
 
@@ -347,6 +349,45 @@ def attack_outputs():
     return targets
 
 
+POLICY_CORPUS = REPO / "workflow/resources/policies.yaml"
+POLICY_SCHEMA = REPO / "workflow/schemas/policies.schema.yaml"
+
+
+def policy_fetch_outputs():
+    """Every listed document's current text and its record, when policy.fetch is on."""
+    if not config["policy"]["fetch"]:
+        return []
+    corpus = load_corpus(POLICY_CORPUS, POLICY_SCHEMA)
+    return [
+        f"results/policies/{app}/{doc.id}.{ext}"
+        for app in corpus.apps
+        for doc in corpus.documents[app]
+        for ext in ("raw", "txt", "json")
+    ]
+
+
+def policy_behaviour_inputs(wildcards):
+    """What this run measured (the ten apps' headline, the released Webex record) and,
+    with policy.fetch on, the documents' current texts."""
+    inputs = {}
+    if "results/tables/apps_headline.csv" in apps_outputs():
+        inputs["headline"] = "results/tables/apps_headline.csv"
+    if stage_on("reference"):
+        inputs["telemetry"] = "results/tables/telemetry_reference.csv"
+    fetched = [path for path in policy_fetch_outputs() if path.endswith(".txt")]
+    if fetched:
+        inputs["fetched"] = fetched
+    return inputs
+
+
+def policy_outputs():
+    """Each app's policy beside what was measured (docs/policy.md): always, offline
+    from the corpus; with policy.fetch on, the documents' current texts too."""
+    targets = ["results/tables/policy_behaviour.csv", "results/values/policy.json"]
+    targets += expand("results/figures/policy_behaviour.{ext}", ext=["png", "pdf"])
+    return targets + policy_fetch_outputs()
+
+
 def get_final_output():
     """Everything `snakemake` builds by default, stage by stage."""
     targets = []
@@ -362,5 +403,6 @@ def get_final_output():
     targets += telemetry_compared_outputs()
     targets += apps_outputs()
     targets += attack_outputs()
+    targets += policy_outputs()
     targets += ["results/tables/claims.csv", "results/tables/claims.md"]
     return targets

@@ -22,6 +22,7 @@ app, never the app.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,8 @@ from reallymuted.claims import MODEL_SOURCES
 from reallymuted.io import DataError, write_csv, write_json
 from reallymuted.policy.corpus import Corpus, Statement, statement_from
 from reallymuted.policy.review import review_text
+
+log = logging.getLogger(__name__)
 
 READS, AUDIO = "microphone read while muted", "audio-derived data leaving while muted"
 TOPICS = {READS: ("mic-while-muted",), AUDIO: ("audio-collection", "meeting-content")}
@@ -182,7 +185,10 @@ def policy_behaviour_table(corpus: Corpus, measurements: pd.DataFrame) -> pd.Dat
                             "mute_mode": m.mute_mode,
                             "measurement": m.measurement,
                             "verdict": verdict,
-                            "verdict_on": EVIDENCE_OF.get(m.source, "the app"),
+                            # what the evidence is of; nothing when there is none
+                            "verdict_on": EVIDENCE_OF.get(m.source, "the app")
+                            if m.status == MEASURED
+                            else "",
                             "status": m.status,
                             "source": m.source,
                         }
@@ -326,4 +332,6 @@ def write_policy_behaviour(
     values["source_of"].update(reviewed.pop("source_of"))
     write_csv(outputs["table"], table)
     write_json(outputs["values"], {**values, **reviewed})
+    log.info("policy against behaviour: %d rows; %s", len(table),
+             table.verdict.value_counts().to_dict())  # fmt: skip
     return table
