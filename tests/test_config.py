@@ -97,8 +97,10 @@ def test_snakemake_stops_before_any_rule_on_a_bad_config(repo_root: Path, tmp_pa
 def test_each_guarded_app_has_exactly_one_twin(config: dict) -> None:
     sessions = config["sessions"]
     assert guard_twins(sessions) == {
+        "attack-webex-guarded": "attack-webex",  # the attack's arms: same all-muted schedule
         "baresip-pcmu-guarded": "baresip-pcmu",
         "chromium-guarded": "chromium",
+        "leak-chromium-soft-guarded": "leak-chromium-soft",
         "webex-2021-guarded": "webex-2021",
     }
     assert "guard" not in driver_options(sessions["apps"]["chromium-guarded"])

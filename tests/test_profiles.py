@@ -176,6 +176,7 @@ def test_profiles_are_configured_and_checked(repo_root: Path) -> None:
         "webex-2021-guarded",  # the same profile with the OS-level mute (docs/guard.md)
         *sdk_apps,  # the vendors' libraries: their pages' requests go to the collector
         "attack-webex",  # the attack's webex-2021 sessions (stage attack)
+        "attack-webex-guarded",  # ... and with the OS-level mute
     ]
     runs = matrix(sessions)
     assert ("webex-2021", "app", "steps", 1) in runs

@@ -269,6 +269,95 @@ if LEAKAGE_SESSIONS:
             "../../scripts/attack_leakage_figure.py"
 
 
+# The attack with and without the OS-level mute (issue 15, docs/guard.md): the telemetry apps'
+# guarded twins decoded and classified as above, at the longest window, then both arms beside
+# each other with the leakage test's rows of every attack app and its twin.
+if ATTACK_SESSIONS and ATTACK_GUARDED_SESSIONS:
+    GUARDED_DIRS = [session_dir(*key) for key in ATTACK_GUARDED_SESSIONS]
+    GUARDED_TABLES = [analysis_dir(*key) for key in ATTACK_GUARDED_SESSIONS]
+    GUARDED_WINDOW = max(ATTACK_WINDOWS)
+    ATTACK_GUARD_TWINS = {
+        guarded: bare
+        for guarded, bare in GUARD_TWINS.items()
+        if guarded in config["attack"]["apps"]
+    }
+
+    use rule attack_telemetry as attack_telemetry_guarded with:
+        input:
+            manifests=[f"{d}/manifest.json" for d in GUARDED_DIRS],
+            mic_traces=[f"{d}/mic_trace.jsonl" for d in GUARDED_DIRS],
+            telemetry=[f"{d}/telemetry.csv" for d in GUARDED_TABLES],
+            stimuli=[stimulus_wav(key.stimulus) for key in ATTACK_GUARDED_SESSIONS],
+            code=code_of("attack_telemetry"),
+        output:
+            table="results/attack/guarded/telemetry.csv",
+            minutes="results/attack/guarded/minutes.csv",
+            values="results/attack/guarded/telemetry_values.json",
+        log:
+            "logs/attack/guarded/telemetry.log",
+        params:
+            dirs=GUARDED_DIRS,
+            stimuli=[key.stimulus for key in ATTACK_GUARDED_SESSIONS],
+            specs={
+                key.stimulus: ATTACK_STIMULI[key.stimulus]
+                for key in ATTACK_GUARDED_SESSIONS
+            },
+            classes=ATTACK_CLASSES,
+            windows=[GUARDED_WINDOW],
+
+    use rule attack_window as attack_window_guarded with:
+        input:
+            code=code_of("attack_window"),
+            minutes="results/attack/guarded/minutes.csv",
+        output:
+            metrics="results/attack/guarded/n{window}/metrics.csv",
+            confusion="results/attack/guarded/n{window}/confusion.csv",
+            grid="results/attack/guarded/n{window}/grid.csv",
+            folds="results/attack/guarded/n{window}/folds.csv",
+        log:
+            "logs/attack/guarded/n{window}.log",
+
+    rule attack_guard_tables:
+        input:
+            code=code_of("attack_guard_tables"),
+            telemetry_off="results/tables/attack_telemetry.csv",
+            telemetry_on="results/attack/guarded/telemetry.csv",
+            minutes_off="results/attack/minutes.csv",
+            minutes_on="results/attack/guarded/minutes.csv",
+            metrics_off=f"results/attack/n{GUARDED_WINDOW}/metrics.csv",
+            metrics_on=f"results/attack/guarded/n{GUARDED_WINDOW}/metrics.csv",
+            folds_off=f"results/attack/n{GUARDED_WINDOW}/folds.csv",
+            folds_on=f"results/attack/guarded/n{GUARDED_WINDOW}/folds.csv",
+            leakage="results/tables/leakage.csv",
+        output:
+            table=report(
+                "results/tables/attack_guard.csv",
+                caption="../report/attack_guard_table.rst",
+                category="The OS-level mute",
+            ),
+            png=report(
+                "results/figures/attack_guard.png",
+                caption="../report/attack_guard_figure.rst",
+                category="The OS-level mute",
+            ),
+            pdf="results/figures/attack_guard.pdf",
+            values="results/values/attack_guard.json",
+        log:
+            "logs/attack/guard.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            twins=ATTACK_GUARD_TWINS,
+            settings={
+                "window": GUARDED_WINDOW,
+                "seed": config["classifier"]["seed"],
+                "bootstrap": config["attack"]["leakage"]["bootstrap"],
+                "permutations": config["attack"]["leakage"]["permutations"],
+            },
+        script:
+            "../../scripts/attack_guard_tables.py"
+
+
 # `snakemake -c2 attack`: the attack alone (its sessions, tables, figures and values).
 rule attack:
     input:

@@ -54,7 +54,7 @@ import pandas as pd
 import soundfile as sf
 
 from reallymuted.analysis import classifier, classifier_summaries
-from reallymuted.analysis.evidence import load_manifest, source_label
+from reallymuted.analysis.evidence import driver_keys, load_manifest, source_label
 from reallymuted.analysis.telemetry.sessions import frame_gain, frame_gaps, pearson
 from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
 from reallymuted.study import ACTIVITIES, DEFAULT_INTERVAL_S, TELEMETRY_PROFILES, matrix
@@ -71,6 +71,7 @@ TABLE_COLUMNS = [
     "stimulus_source",
     "app",
     "mute_mode",
+    "guard",
     "stimulus",
     "rep",
     "condition",
@@ -223,14 +224,19 @@ def telemetry_apps(config: Mapping[str, Any]) -> list[str]:
 
 
 def attack_sessions(
-    config: Mapping[str, Any], telemetry_only: bool = True
+    config: Mapping[str, Any], telemetry_only: bool = True, guarded: bool | None = False
 ) -> list[tuple[str, str, str, int]]:
     """(app, mode, stimulus, rep) of every telemetry session of the attack in the study matrix
     (none when the stage is off or ``sessions.select`` leaves the attack's apps out); with
-    ``telemetry_only=False`` the sessions of every attack app (the leakage test's)."""
+    ``telemetry_only=False`` the sessions of every attack app (the leakage test's). Those of
+    the apps without the OS-level mute by default, ``guarded=True`` those with it (``guard:
+    true``, docs/guard.md), ``None`` both."""
     if not config["stages"].get("attack"):
         return []
     apps = set(telemetry_apps(config) if telemetry_only else config["attack"]["apps"])
+    entries = config["sessions"]["apps"]
+    if guarded is not None:
+        apps = {a for a in apps if bool(entries[a].get("guard")) == guarded}
     stimuli = config["sessions"]["stimuli"]
     return [
         key
@@ -290,6 +296,7 @@ def session_rows(
     """One row per decoded interval of one attack session (see :data:`TABLE_COLUMNS`)."""
     session = Path(session_dir)
     manifest = load_manifest(session)
+    guard = driver_keys(manifest)["guard"]  # the OS-level mute (docs/guard.md), on or off
     micro = manifest["microphone"]
     rate = int(micro["rate"])
     per_tick = rate * int(micro["tick_ms"]) // 1000
@@ -308,7 +315,9 @@ def session_rows(
         )
         rows.append(
             {
-                **{k: row[k] for k in ("source", "app", "mute_mode", "stimulus", "rep")},
+                **{k: row[k] for k in ("source", "app", "mute_mode")},
+                "guard": guard,
+                **{k: row[k] for k in ("stimulus", "rep")},
                 "condition": row["condition"],
                 "stimulus_source": spec.get("source", "synthetic"),
                 "activity": activity,

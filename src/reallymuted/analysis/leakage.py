@@ -85,15 +85,17 @@ def _grouped_cv_accuracy(
 
 
 def leakage_test(
-    features: pd.DataFrame,
-    labels: pd.Series,
-    groups: pd.Series,
+    features: pd.DataFrame | np.ndarray,
+    labels: pd.Series | np.ndarray,
+    groups: pd.Series | np.ndarray,
     seed: int,
     bootstrap: int = 1000,
     permutations: int = 100,
     trees: int = 50,
 ) -> dict[str, float | int | str]:
-    """Accuracy of telling the background activity from traffic windows, against chance.
+    """Accuracy of telling the background activity from windows of features, against chance:
+    traffic windows (:data:`WINDOW_FEATURES`, from a DataFrame) or any matrix of them (the
+    decoded telemetry's windows, :mod:`reallymuted.analysis.attack_guard`).
 
     Cross-validation leaves whole recordings out (grouped), so a window is never judged by a
     model that saw its own recording. The 95 % interval resamples recordings, not windows
@@ -104,9 +106,11 @@ def leakage_test(
     folds' majority is no chance level here: leaving a recording out makes its activity the
     minority, so that guess scores near 0.)
     """
-    y = labels.to_numpy()
-    g = groups.to_numpy()
-    x = features[WINDOW_FEATURES].to_numpy(dtype=float)
+    y = np.asarray(labels)
+    g = np.asarray(groups)
+    if isinstance(features, pd.DataFrame):
+        features = features[WINDOW_FEATURES]
+    x = np.asarray(features, dtype=float)
     unique = np.unique(g)
     result: dict[str, float | int | str] = {
         "windows": len(y),
@@ -150,6 +154,7 @@ LEAKAGE_COLUMNS = [
     "source",
     "app",
     "mute_mode",
+    "guard",
     "stimulus_source",
     "window_s",
     "windows",
@@ -180,6 +185,7 @@ def session_windows(
     """
 
     manifest = evidence.load_manifest(session_dir)
+    guard = evidence.driver_keys(manifest)["guard"]
     segments = evidence.mute_segments(read_jsonl(Path(session_dir) / "events.jsonl"))
     windows = window_features(pd.read_parquet(packets_path), segments, window_s)
     keys = session_keys(manifest)
@@ -187,6 +193,7 @@ def session_windows(
         "source": keys["source"],
         "app": keys["app"],
         "mute_mode": keys["mute_mode"],
+        "guard": guard,
         "stimulus": keys["stimulus"],
         "rep": keys["rep"],
         "activity": stimulus["activity"],
@@ -204,10 +211,11 @@ def session_windows(
 def leakage_table(
     windows: pd.DataFrame, seed: int, bootstrap: int = 1000, permutations: int = 100
 ) -> pd.DataFrame:
-    """One :func:`leakage_test` row per source, app and mute mode."""
+    """One :func:`leakage_test` row per source, app, mute mode and guard (on: the OS-level
+    mute, ``reallymuted guard``, muted the app's streams while it was muted)."""
     rows = []
-    keys = ["source", "app", "mute_mode"]
-    for (source, app, mode), part in windows.groupby(keys, sort=True):
+    keys = ["source", "app", "mute_mode", "guard"]
+    for (source, app, mode, guard), part in windows.groupby(keys, sort=True):
         result = leakage_test(
             part[WINDOW_FEATURES],
             part.activity,
@@ -221,6 +229,7 @@ def leakage_table(
                 "source": source,
                 "app": app,
                 "mute_mode": mode,
+                "guard": guard,
                 "stimulus_source": " ".join(sorted(set(part.stimulus_source))),
                 "window_s": float(part.window_s.iloc[0]),
                 **result,

@@ -147,7 +147,10 @@ class NamespaceRunner(Runner):
         schedule's mutes go to it through its socket (:meth:`os_mute`)."""
         self.enter("guard")
         socket_path = self.scratch / "guard.sock"
-        argv = [sys.executable, "-m", "reallymuted.guard.cli", "run", "--live"]
+        # A schedule that starts muted is a person who joins muted: the OS mutes each stream as
+        # the client opens it, rather than at the first mute, after the client's first reads.
+        start = "--muted" if self.spec.schedule[0]["state"] == "muted" else "--live"
+        argv = [sys.executable, "-m", "reallymuted.guard.cli", "run", start]
         argv += [f"--pid={pid}" for pid in roots]
         argv += ["--app", self.spec.app, "--socket", str(socket_path)]
         argv += ["--status", str(self.parts / "guard.status.json")]

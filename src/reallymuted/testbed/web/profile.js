@@ -36,12 +36,14 @@ const PROFILES = {
 
 // The authors' decoded record shows these constant (PAPER.md T1); ours are constant too.
 const VOLUME = 27369;
+// 1 s of 10-ms frames (gain-worklet.js): the start-up silence of the graph lasts a few frames.
+const SILENCE_START_FRAMES = 100;
 
 const profile = {
   name: null, spec: null, intervalMs: 0, collectorUrl: null,
   context: null, clone: null, timer: null, noticeTimer: null,
   origin: 0, intervalStart: 0, number: 0, frames: null, pending: new Set(), posted: 0,
-  skipped: 0,
+  skipped: 0, startedOn: 'signal',
 };
 
 function freshFrames() {
@@ -83,11 +85,22 @@ async function startTelemetry(options) {
   // Later gaps (the graph short of input under load) stay in the statistics, as they would in
   // an app's meter; each record's gap_frames (a page event, not part of the record) says how
   // many frames held one.
+  // A microphone that gives nothing but digital silence for SILENCE_START_FRAMES once the graph
+  // renders is muted below the app (the OS-level mute, `reallymuted guard`): the clock starts
+  // then, so the records describe that silence as an app's meter would post it, instead of
+  // never starting (telemetry_start says which).
   meter.port.onmessage = (event) => {
     let { gains, gaps } = event.data;
     if (profile.origin === 0) {
       const first = gains.findIndex((g) => g > 0);
-      if (first < 0) { profile.skipped += gains.length; return; }
+      if (first < 0) {
+        profile.skipped += gains.length;
+        if (profile.skipped >= SILENCE_START_FRAMES) {
+          profile.startedOn = 'silence';
+          startClock();
+        }
+        return;
+      }
       gains = gains.slice(first);
       gaps = gaps.slice(first);
       profile.skipped += first;
@@ -105,7 +118,7 @@ function startClock() {
   note('telemetry_start', {
     origin_ms: profile.origin, interval_s: profile.intervalMs / 1000,
     collector: profile.collectorUrl, sample_rate: profile.context.sampleRate,
-    silent_frames_skipped: profile.skipped,
+    silent_frames_skipped: profile.skipped, started_on: profile.startedOn,
   });
 }
 
