@@ -67,7 +67,10 @@ def _accuracy_panel(ax: plt.Axes, table: pd.DataFrame) -> None:
         if r.measure == REFERENCE_PROTOCOL:
             note = "folds' range; dotted: 1/activities"
         right = np.nanmax([r.high, r.chance_high, r.chance])
-        ax.text(min(right + 0.03, 0.62), i, note, va="center", fontsize=7)
+        if right < 0.6:  # the note right of everything drawn on its row, else left of it
+            ax.text(right + 0.03, i, note, va="center", fontsize=7)
+        else:
+            ax.text(r.low - 0.02, i, note, ha="right", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
