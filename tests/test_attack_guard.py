@@ -5,7 +5,8 @@ the guarded one with the zeros a muted stream gives) through the attack's own mi
 reference protocol and the grouped test: the unguarded arm is told apart above measured
 chance, the guarded one is not; an arm whose evidence contradicts the study is refused.
 ``testbed``: a real guarded attack session of the webex-2021 profile: the page still posts its
-records, every one of them with gain 0, each matched to the capture and the collector's log.
+records, each matched to the capture and the collector's log, all with gain 0 but for what the
+first tens of ms of the first stream may leave in the first one.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def test_an_arm_whose_evidence_contradicts_the_study_is_refused(tmp_path: Path) 
 @pytest.mark.testbed
 def test_a_guarded_attack_session_posts_records_of_silence(tmp_path: Path) -> None:
     """The OS mutes the stream as the page opens it (the schedule starts muted); the page's
-    meter hears only digital silence and still posts a record per interval, all gains 0."""
+    meter hears digital silence and still posts a record per interval, with gains 0."""
     config = validate_config(load_yaml(REPO / "config.yaml"), SCHEMA)
     sessions = copy.deepcopy(config["sessions"])
     sessions["apps"]["attack-webex-guarded"]["schedule"] = [{"state": "muted", "seconds": 10}]
@@ -182,8 +183,15 @@ def test_a_guarded_attack_session_posts_records_of_silence(tmp_path: Path) -> No
     assert len(table) >= 2 and table.matched.all() and (table.guard == "on").all()
     assert table.frame.notna().all() and table.collector_line.notna().all()
     gains = table[list(attack.GAIN_COLUMNS.values())].to_numpy(dtype=float)
-    assert (gains == 0).all(), "the app heard only the OS's zeros"
+    assert (gains[1:] == 0).all(), "from the second record on, the app heard only zeros"
+    # The first may hold the first stream's first tens of ms, before the guard saw the stream
+    # (docs/guard.md: 0-40 ms): a few 10-ms frames of 200, so its mean gain stays near 0.
+    assert table.audio_mean_gain.iloc[0] <= 2 and table.audio_min_gain.iloc[0] == 0
     assert (table.input_dba > -60).all(), "while the OS witness fed the recording"
     events = [e for e in pd.read_json(session / "events.jsonl", lines=True).itertuples()]
     started = [e for e in events if e.event == "page_telemetry_start"]
-    assert len(started) == 1 and started[0].started_on == "silence"
+    assert len(started) == 1
+    if started[0].started_on == "silence":  # 1 s of nothing but zeros, and the clock started
+        assert started[0].silent_frames_skipped >= 100
+    else:  # the first stream's leak started it: the first record holds it
+        assert started[0].started_on == "signal" and table.audio_max_gain.iloc[0] > 0
