@@ -298,15 +298,19 @@ def _metrics(rows):
     )
 
 
-@pytest.mark.parametrize("hidden", [[16], [64, 64]])
-def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, settings, hidden):
+@pytest.mark.parametrize(
+    ("hidden", "alpha"), [([16], 0.0001), ([64, 64], 0.0001), ([32, 16, 8], 0.01)]
+)
+def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(
+    parsed, settings, hidden, alpha
+):
     """fit_model takes the MLP's mini-batches by NumPy indexing, its products by ``@``, its
-    ReLU derivative by a multiplication, its loss without checks and Adam's moments in place
-    (faster); the weights must be exactly those of scikit-learn's own fit, and
-    scikit-learn's functions are put back."""
+    ReLU derivative by a multiplication, its loss without checks, its backward pass written
+    out and Adam's steps over one flat array of all parameters (faster); the weights must be
+    exactly those of scikit-learn's own fit, and scikit-learn's functions are put back."""
     w = c.windows(parsed.minutes[parsed.minutes.split == "dev"], 3)
     X, y = w.X[:600], w.y[:600]
-    params = {"hidden_layer_sizes": hidden, "max_iter": 30}
+    params = {"hidden_layer_sizes": hidden, "max_iter": 30, "alpha": alpha}
     ours = t.fit_model("mlp", params, settings["seed"], X, y)
     theirs = t.make_model("mlp", params, settings["seed"])
     weight = t.compute_sample_weight("balanced", y)
@@ -316,8 +320,14 @@ def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(parsed, set
     assert t.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
     assert t.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
     assert "update_params" not in t.mlp_module.AdamOptimizer.__dict__
+    backprop = t.mlp_module.BaseMultilayerPerceptron.__dict__["_backprop"]
+    assert backprop.__module__ == "sklearn.neural_network._multilayer_perceptron"
     ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]
+    flat = ours.coefs_[0].base  # the written-out pass ran: the parameters share one buffer
+    assert flat is not None and all(a.base is flat for a in ours.coefs_ + ours.intercepts_)
+    assert all(m.base is ours._optimizer.ms[0].base for m in ours._optimizer.ms)
     assert ours.n_iter_ == theirs.n_iter_ == 30
+    assert ours.loss_curve_ == theirs.loss_curve_
     for a, b in zip(
         ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True
     ):
