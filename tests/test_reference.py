@@ -45,6 +45,31 @@ def test_shared_reference_verifies(reference_dir: Path, checksums: dict) -> None
     assert len(table) == len(checksums) == 25
 
 
+def test_verification_file_is_write_csvs_table_byte_for_byte(
+    reference_dir: Path, repo_root: Path, checksums: dict, tmp_path: Path
+) -> None:
+    """write_verification writes the CSV without pandas; the bytes are write_csv's of the
+    verify table, for the released names and for a name that needs quoting."""
+    from reallymuted.io import write_csv
+
+    files = [str(reference_dir / name) for name in checksums]
+    listing = repo_root / "workflow/resources/reference.sha256"
+    reference.write_verification(files, listing, tmp_path / "ours.csv")
+    write_csv(tmp_path / "theirs.csv", reference.verify(reference_dir, checksums))
+    assert (tmp_path / "ours.csv").read_bytes() == (tmp_path / "theirs.csv").read_bytes()
+
+    odd = tmp_path / "odd"
+    (odd / "a,b").mkdir(parents=True)
+    (odd / "a,b" / 'say "hi".txt').write_text("hi\n")
+    (odd / "plain.txt").write_text("plain\n")
+    sums = {name: reference.sha256_file(odd / name) for name in ('a,b/say "hi".txt', "plain.txt")}
+    (tmp_path / "odd.sha256").write_text("".join(f"{d}  {n}\n" for n, d in sums.items()))
+    reference.write_verification([str(odd / "plain.txt")], tmp_path / "odd.sha256", tmp_path / "o")
+    write_csv(tmp_path / "t", reference.verify(odd, sums))
+    assert (tmp_path / "o").read_bytes() == (tmp_path / "t").read_bytes()
+    assert b'"a,b/say ""hi"".txt"' in (tmp_path / "o").read_bytes()
+
+
 def test_corrupted_and_missing_files_are_named(
     reference_dir: Path, checksums: dict, tmp_path: Path
 ) -> None:
