@@ -115,7 +115,8 @@ GUARD_TWINS = guard_twins(SESSIONS, {key.app for key in SESSION_MATRIX})
 ATTACK_SESSIONS = attack_sessions(config)  # those whose telemetry the attack decodes
 # ... and those of their twins with the OS-level mute (docs/guard.md): the attack's guarded arm
 ATTACK_GUARDED_SESSIONS = attack_sessions(config, guarded=True)
-LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False, guarded=None)  # every app's
+# every attack app's, with and without the guard (the leakage test's)
+LEAKAGE_SESSIONS = attack_sessions(config, telemetry_only=False, guarded=None)
 # What a classifier window job depends on: changing any other key never retrains a model.
 CLASSIFIER_WINDOW_KEYS = [
     "models",
@@ -348,8 +349,10 @@ def attack_outputs():
     if LEAKAGE_SESSIONS:
         targets += ["results/tables/leakage.csv"]
         targets += expand("results/figures/leakage.{ext}", ext=["png", "pdf"])
-    if ATTACK_SESSIONS and ATTACK_GUARDED_SESSIONS:  # with and without the OS-level mute
-        targets += ["results/tables/attack_guard.csv", "results/values/attack_guard.json"]
+    # the attack with and without the OS-level mute, side by side
+    if ATTACK_SESSIONS and ATTACK_GUARDED_SESSIONS:
+        targets += ["results/tables/attack_guard.csv"]
+        targets += ["results/values/attack_guard.json"]
         targets += expand("results/figures/attack_guard.{ext}", ext=["png", "pdf"])
     return targets
 
