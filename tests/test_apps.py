@@ -216,6 +216,10 @@ def test_native_sessions_are_found_by_their_registry_app(
     # no other app picks up Zoom's sessions
     others = headline[(headline.app != "zoom") & (headline.source == "native")]
     assert not (others.status == "measured").any()
+    # the same session run under the OS-level mute is the guard table's, not Zoom's behaviour
+    guarded = states.assign(guard="on")
+    headline = apps.headline_table(registry, policy, guarded, pd.read_csv(study["flows"]))
+    assert not (headline[headline.source == "native"].status == "measured").any()
     values = json.loads(study["values"].read_text())
     assert values["sources"] == ["native"] and values["native_platforms"] == ["windows"]
     assert values["source"] == "native"

@@ -100,7 +100,9 @@ def test_each_guarded_app_has_exactly_one_twin(config: dict) -> None:
         "attack-webex-guarded": "attack-webex",  # the attack's arms: same all-muted schedule
         "baresip-pcmu-guarded": "baresip-pcmu",
         "chromium-guarded": "chromium",
+        "control-continuous-guarded": "control-continuous",
         "leak-chromium-soft-guarded": "leak-chromium-soft",
+        "sdk-webex-guarded": "sdk-webex",
         "webex-2021-guarded": "webex-2021",
     }
     assert "guard" not in driver_options(sessions["apps"]["chromium-guarded"])

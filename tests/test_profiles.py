@@ -174,6 +174,7 @@ def test_profiles_are_configured_and_checked(repo_root: Path) -> None:
         "native-flags-only",
         "webrtc-soft-mute",
         "webex-2021-guarded",  # the same profile with the OS-level mute (docs/guard.md)
+        "sdk-webex-guarded",  # Webex's library with the OS-level mute
         *sdk_apps,  # the vendors' libraries: their pages' requests go to the collector
         "attack-webex",  # the attack's webex-2021 sessions (stage attack)
         "attack-webex-guarded",  # ... and with the OS-level mute

@@ -102,8 +102,11 @@ MODES = [m for entry in SESSIONS["apps"].values() for m in entry["modes"]]
 # modelled telemetry the telemetry rules decode) and the vendors' libraries' (rules/sdk.smk).
 COLLECTOR_APPS = apps_with_evidence(SESSIONS, "collector.jsonl")
 PROFILE_APPS = [a for a in COLLECTOR_APPS if SESSIONS["apps"][a]["driver"] == "profile"]
+# (a library's sessions under the OS-level mute are the guard table's, not its own behaviour)
 SDK_APPS = [
-    a for a, e in SESSIONS["apps"].items() if e["driver"] in ("sdk", "sdk-preview")
+    a
+    for a, e in SESSIONS["apps"].items()
+    if e["driver"] in ("sdk", "sdk-preview") and not e.get("guard")
 ]
 ATTACK_STIMULI = {
     name: spec

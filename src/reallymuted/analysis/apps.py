@@ -168,11 +168,13 @@ def headline_table(
 
     A ``testbed-profile`` row measures the project's model of the app's published behaviour,
     and says so in ``measured_as``; a source that did not run has a row that says why and no
-    numbers, so an absent measurement is never read as a zero.
+    numbers, so an absent measurement is never read as a zero. Sessions run under the OS-level
+    mute (``guard`` on) are not the app's own behaviour: they are left to the guard table.
     """
     from reallymuted.analysis.micpolicy import with_driver_keys
 
     policy = with_driver_keys(policy, states)
+    policy = policy[policy.guard != "on"]
     rows = []
     for app, entry in registry.items():
         finding = "+".join(entry["paper_finding"]["codes"]) + ": " + entry["paper_finding"]["text"]
