@@ -320,6 +320,7 @@ def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(
     assert t.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
     assert t.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
     assert "update_params" not in t.mlp_module.AdamOptimizer.__dict__
+    assert t.mlp_module.shuffle.__module__ == "sklearn.utils._indexing"
     backprop = t.mlp_module.BaseMultilayerPerceptron.__dict__["_backprop"]
     assert backprop.__module__ == "sklearn.neural_network._multilayer_perceptron"
     ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]

@@ -128,7 +128,8 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
     (which turns the -0 of a negative entry times 0 into the +0 the masked write puts): the
     same numbers, so the same fit (a test compares the fitted weights bit for bit). The
     weighted log loss of each batch is ``np.average``'s arithmetic without its checks, and
-    Adam's step updates its moment arrays in place instead of allocating new ones.
+    Adam's step updates its moment arrays in place instead of allocating new ones. Each
+    epoch's shuffle of the sample indices is ``resample``'s draw without its checks.
 
     For the networks fitted here (Adam, ReLU, softmax, log loss, NumPy float64 inputs and
     weights) ``_backprop`` is written out in one function: the same operations in the same
@@ -148,9 +149,22 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
     log_loss = losses.get("log_loss") if isinstance(losses, dict) else None
     perceptron = getattr(mlp_module, "BaseMultilayerPerceptron", None)
     own_backprop = getattr(perceptron, "__dict__", {}).get("_backprop")
-    if None in (safe_indexing, safe_dot, relu_derivative, log_loss, own_backprop):
+    own_shuffle = getattr(mlp_module, "shuffle", None)
+    if None in (safe_indexing, safe_dot, relu_derivative, log_loss, own_backprop, own_shuffle):
         yield
         return
+
+    def shuffle(*arrays: Any, random_state: Any = None, n_samples: Any = None) -> Any:
+        # sklearn.utils.shuffle of the epoch's sample indices is resample(replace=False):
+        # np.arange(n) shuffled in place by the model's RandomState, then the indices taken
+        # in that order; the same draw without resample's checks (once per epoch)
+        (array,) = arrays if len(arrays) == 1 else (None,)
+        plain = type(array) is np.ndarray and array.ndim == 1 and n_samples is None
+        if not plain or type(random_state) is not np.random.RandomState:
+            return own_shuffle(*arrays, random_state=random_state, n_samples=n_samples)
+        order = np.arange(array.shape[0])
+        random_state.shuffle(order)
+        return array[order]
 
     def take_rows(X: Any, indices: Any, *, axis: int = 0) -> Any:
         plain = type(X) is np.ndarray and isinstance(indices, np.ndarray)
@@ -302,6 +316,7 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
         return None
 
     mlp_module._safe_indexing = take_rows
+    mlp_module.shuffle = shuffle
     mlp_module.safe_sparse_dot = dot
     derivatives["relu"] = relu_delta
     losses["log_loss"] = weighted_log_loss
@@ -313,6 +328,7 @@ def mlp_batches_by_numpy_indexing() -> Iterator[None]:
         perceptron._backprop = own_backprop
         flat.clear()
         mlp_module._safe_indexing = safe_indexing
+        mlp_module.shuffle = own_shuffle
         mlp_module.safe_sparse_dot = safe_dot
         derivatives["relu"] = relu_derivative
         losses["log_loss"] = log_loss
