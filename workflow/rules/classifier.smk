@@ -1,8 +1,9 @@
 # The background-activity classifier on the authors' released per-minute gains: Table 3 and
 # Figures 8, 9, 12-14. Parse once, one job per window length n, then tables and figures.
-# Training is most of the reference part's time: its jobs go first (priority), and so do the
-# tables and confusion figures made from them (the last jobs, on the critical path); the cheap
-# jobs that need no model fill the cores around them.
+# Training is most of the reference part's time: its jobs go first (priority 2), and so do the
+# tables and confusion figures made from them (the last jobs, on the critical path); the jobs
+# that need no model fill the cores around them, the longest of them (Figure 8, the user
+# study's figures; priority 1) first, so that the run does not end on one of them alone.
 
 
 CLASSIFIER_GAINS = reference_file("BgActivityClassifier/ParseSourceData/{name}.txt")
@@ -20,7 +21,7 @@ rule classifier_parse:
         recordings="results/tables/classifier_recordings.csv",
     log:
         "logs/classifier/parse.log",
-    priority: 1
+    priority: 2
     conda:
         ANALYSIS_ENV
     params:
@@ -40,7 +41,7 @@ rule classifier_window:
         grid="results/classifier/reference/n{window}/grid.csv",
     log:
         "logs/classifier/n{window}.log",
-    priority: 1
+    priority: 2
     conda:
         ANALYSIS_ENV
     threads: 1
@@ -81,7 +82,7 @@ rule classifier_tables:
         values="results/values/classifier_reference.json",
     log:
         "logs/classifier/tables.log",
-    priority: 1
+    priority: 2
     conda:
         ANALYSIS_ENV
     script:
@@ -123,6 +124,7 @@ rule classifier_gain_space:
         pdf="results/figures/fig8_gain_space.pdf",
     log:
         "logs/figures/fig8_gain_space.log",
+    priority: 1
     conda:
         ANALYSIS_ENV
     params:
@@ -149,7 +151,7 @@ rule classifier_confusion_figure:
         "logs/figures/fig{number}_confusion_n{window}.log",
     wildcard_constraints:
         number="9|12|13|14",
-    priority: 1
+    priority: 2
     conda:
         ANALYSIS_ENV
     params:

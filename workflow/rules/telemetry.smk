@@ -12,6 +12,7 @@ rule telemetry_reference:
         values="results/values/telemetry_reference.json",
     log:
         "logs/telemetry/reference.log",
+    priority: 1  # the claims wait for it (and for the policy table made from it)
     conda:
         ANALYSIS_ENV
     params:

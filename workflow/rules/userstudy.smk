@@ -62,6 +62,7 @@ rule userstudy_figure:
         pdf=expand("results/figures/{figure}.pdf", figure=USERSTUDY_FIGURES),
     log:
         "logs/figures/userstudy.log",
+    priority: 1  # a long job that needs no model: early among the fillers (classifier.smk)
     conda:
         ANALYSIS_ENV
     script:
