@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 
 from reallymuted.analysis import extract, micpolicy
-from reallymuted.analysis.evidence import mute_segments
+from reallymuted.analysis.evidence import mute_segments, os_mute_stats
 from reallymuted.analysis.guard import guard_table
 from reallymuted.figures import saved_source
 from reallymuted.figures.guard import plot_guard
@@ -517,3 +517,31 @@ def test_the_guard_table_sets_each_guarded_session_beside_its_twin(
         guard_table(both, {"linphone-guarded": "baresip-pcmu"})  # a guarded app never ran
     plot_guard(table, [tmp_path / "guard.png"])
     assert saved_source(tmp_path / "guard.png") == "source: testbed"
+
+
+def test_reads_after_the_os_mute_start_once_the_buffered_samples_are_read() -> None:
+    """The app-side reads of a guarded baresip session of the study (PCMU, 20-ms reads; times
+    and RMS as recorded on 2026-12-06): the app paused for 50 ms across the guard's answer, so
+    its first read after it returned samples captured before it (a decaying tail, -77 dBFS);
+    its read just before the unmute blocked across it. Neither is sound let through the mute;
+    a sounding read between them is."""
+    mute, applied, unmute = 7.70458, 7.73065, 17.70462
+    sounding = {7.6308: 0.0677, 7.6908: 0.0108, 7.7109: 0.0048, 7.7611: 0.000136,
+                17.6909: 0.000253, 17.7221: 0.0292}  # fmt: skip
+    times = [7.6308, 7.6508, 7.671, 7.6908, 7.7109, 7.7611, 7.7612, 7.7709]
+    times += [round(7.7945 + 0.02 * k, 4) for k in range(495)] + [17.6909, 17.7221, 17.7309]
+    reads = pd.DataFrame(
+        {"t": times, "witness": "app", "rms": [sounding.get(t, 0.0) for t in times]}
+    )
+    events = [
+        {"t": mute, "event": "mute", "guard": {"muted": True, "applied_t": applied}},
+        {"t": unmute, "event": "unmute", "guard": {"muted": False, "applied_t": 17.7339}},
+    ]
+    stats = os_mute_stats(reads, events)
+    assert stats["os_mute_delay_ms"] == pytest.approx(26.07, abs=0.01)
+    assert stats["app_sounding_reads_after_os_mute"] == 0
+    assert stats["app_reads_after_os_mute"] == 2 + 495  # from 7.7612 on, 17.6909 left out
+    leaked = reads.copy()
+    leaked.loc[leaked.t == 12.0145, "rms"] = 0.01  # sound while the OS had the stream muted
+    assert 12.0145 in set(leaked.t)
+    assert os_mute_stats(leaked, events)["app_sounding_reads_after_os_mute"] == 1

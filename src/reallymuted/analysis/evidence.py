@@ -117,9 +117,9 @@ def source_label(sources: Iterable[object]) -> str:
 
 def os_mute_stats(reads: pd.DataFrame, events: list[dict[str, Any]]) -> dict[str, float]:
     """A guarded session (``reallymuted guard``, docs/guard.md), while muted: how long the OS
-    mute took (the mute event to the guard's answer) and what the app read from one read
-    period after that answer to one before the unmute (its reads' mean RMS and how many were
-    not all zeros). Empty without the guard."""
+    mute took (the mute event to the guard's answer) and what the app read once the guard had
+    answered, to one read period before the unmute (its reads' mean RMS and how many were not
+    all zeros). Empty without the guard."""
     ordered = sorted(events, key=lambda e: e["t"])
     spans, delays = [], []
     for i, event in enumerate(ordered):
@@ -132,12 +132,15 @@ def os_mute_stats(reads: pd.DataFrame, events: list[dict[str, Any]]) -> dict[str
             delays.append(1000 * (float(guard["applied_t"]) - float(event["t"])))
     if not spans:
         return {}
-    app = reads[reads.witness == "app"]
-    # A read is stamped when the app made it; what it returns may have been captured up to one
-    # read period before (samples buffered just before the mute took effect) or after (let
-    # through by the unmute): the reads that close to either edge are left out.
-    period = float(np.median(np.diff(np.sort(app.t.to_numpy())))) if len(app) > 1 else 0.0
-    inside = pd.concat([app[(app.t >= a + period) & (app.t < b - period)] for a, b in spans])
+    app = reads[reads.witness == "app"].sort_values("t", kind="stable")
+    # A capture stream hands out its samples in order: a read returns those that follow the
+    # previous read's, so the first read after the guard's answer returns samples captured
+    # before it (all of them since the previous read, when the app had paused). A read counts
+    # from the one whose previous read came after the answer. A read is stamped when it is
+    # made and may block across the unmute: those within a read period of it are left out.
+    before = app.t.shift(1)
+    period = float(np.median(np.diff(app.t.to_numpy()))) if len(app) > 1 else 0.0
+    inside = pd.concat([app[(before >= a) & (app.t < b - period)] for a, b in spans])
     return {
         "os_mute_delay_ms": float(np.median(delays)),
         "app_reads_after_os_mute": float(len(inside)),
