@@ -10,8 +10,9 @@ Per client, mute mode and stimulus, guard off and on, while muted: what the app-
 (Frida in the client) saw it read (read share, mean RMS of its reads), what the OS witness saw
 the microphone do (read share of the pipe source), and what left in RTP. Those cover the whole
 muted state, whose first tens of milliseconds precede the guard's answer; the verdict of a
-guarded row covers the time from that answer (the OS mute applied) to the unmute, less one
-read period at each end:
+guarded row covers the app's reads from that answer (the OS mute applied) to the unmute,
+less the first read after the answer (it returns samples captured before it: a capture
+stream hands them out in order) and the reads within a read period of the unmute:
 ``digital silence`` when every read the app made then carried zeros, ``no reads`` when it made
 none, else ``sound reached the app``. ``os_mute_delay_ms`` is how long the answer took.
 """
