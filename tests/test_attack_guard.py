@@ -138,6 +138,8 @@ def test_the_guarded_arm_stays_at_measured_chance_and_the_bare_one_does_not(
         "traffic leakage test: leak",
     ]
     assert values["source"] == "testbed, testbed-profile"
+    assert values["source_of"]["attack_guard_traffic_leak_on_p_value"] == "testbed"
+    assert set(values["source_of"].values()) == {"testbed", "testbed-profile"}
     telemetry = {g: decoded("attack-webex", g) for g in ("off", "on")}
     plot_attack_guard(table, telemetry, [tmp_path / "attack_guard.png"])
     assert (tmp_path / "attack_guard.png").stat().st_size > 10_000

@@ -113,6 +113,8 @@ def problems(results: Path) -> list[str]:
         ("values/testbed.json", "tables/mic_policy.csv"),
         ("values/telemetry_sessions.json", "tables/telemetry_sessions_check.csv"),
         ("values/sdk.json", "tables/sdk_sessions.csv"),
+        ("values/guard.json", "tables/guard.csv"),
+        ("values/attack_guard.json", "tables/attack_guard.csv"),
     ]
     for values, table in pairs:
         if (results / values).is_file():

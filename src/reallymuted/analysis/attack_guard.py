@@ -251,15 +251,18 @@ def attack_guard_values(table: pd.DataFrame) -> dict[str, Any]:
     """Each row's value (and chance, p-value) by a readable key, with the sources, and
     whether every guarded arm's classifier and traffic test stayed at measured chance."""
     values: dict[str, Any] = {"source": source_label(table.source)}
+    source_of: dict[str, str] = {}  # the file mixes a model's rows with a real client's
     short = {GAINS: "gain", REFERENCE_PROTOCOL: "reference_protocol", GROUPED_TEST: "grouped_test",
              TRAFFIC: "traffic"}  # fmt: skip
     for r in table.itertuples():
-        stat = r.statistic.split(" ")[0] if r.measure == GAINS else ""
-        key = value_key("attack_guard", short[r.measure], stat, r.client, r.guard)
-        values[f"{key}_value"] = r.value
-        if r.measure in (GROUPED_TEST, TRAFFIC):
-            values[f"{key}_chance"] = r.chance
-            values[f"{key}_p_value"] = r.p_value
+        measure = [short[r.measure]] + ([r.statistic.split(" ")[0]] if r.measure == GAINS else [])
+        key = value_key("attack_guard", *measure, r.client, r.guard)
+        names = (
+            ["value", "chance", "p_value"] if r.measure in (GROUPED_TEST, TRAFFIC) else ["value"]
+        )
+        for name in names:
+            values[f"{key}_{name}"] = getattr(r, name)
+            source_of[f"{key}_{name}"] = str(r.source)
     tested = table[table.measure.isin([GROUPED_TEST, TRAFFIC])]
     on, off = tested[tested.guard == "on"], tested[tested.guard == "off"]
     values["guarded_at_chance"] = bool(len(on)) and bool((on.p_value >= 0.05).all())
@@ -269,6 +272,7 @@ def attack_guard_values(table: pd.DataFrame) -> dict[str, Any]:
     values["guarded_above_chance"] = sorted(
         f"{r.measure}: {r.client}" for r in on.itertuples() if r.p_value < 0.05
     )
+    values["source_of"] = source_of
     return values
 
 

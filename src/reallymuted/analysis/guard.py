@@ -117,16 +117,20 @@ def guard_table(states: pd.DataFrame, twins: Mapping[str, str]) -> pd.DataFrame:
 def guard_values(table: pd.DataFrame) -> dict[str, Any]:
     """The verdicts and RMS while muted, for the report and the findings, with their source."""
     values: dict[str, Any] = {"source": source_label(table.source)}
+    source_of: dict[str, str] = {}  # clients, models of apps and vendors' libraries side by side
     for row in table.itertuples():
         key = value_key("guard", row.guard, row.client, row.mute_mode, row.stimulus)
         values[f"{key}_app_rms_mean"] = row.app_rms_mean
+        source_of[f"{key}_app_rms_mean"] = str(row.source)
         if row.guard == "on":
             values[f"{key}_verdict"] = row.verdict
+            source_of[f"{key}_verdict"] = str(row.source)
     guarded = table[table.guard == "on"]
     values["guarded_clients"] = sorted(set(guarded.client))
     values["all_silent"] = bool(len(guarded)) and bool(
         guarded.verdict.isin(["digital silence", "no reads"]).all()
     )
+    values["source_of"] = source_of
     return values
 
 
