@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO / "src"))
 from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
 from reallymuted.config import export_package_path, validate_config
-from reallymuted.policy.corpus import load_corpus
+from reallymuted.policy.corpus import POLICIES, POLICIES_SCHEMA, load_corpus
 from reallymuted.paths import (
     CONFIG_SCHEMA,
     EVIDENCE,
@@ -360,15 +360,11 @@ def attack_outputs():
     return targets
 
 
-POLICY_CORPUS = REPO / "workflow/resources/policies.yaml"
-POLICY_SCHEMA = REPO / "workflow/schemas/policies.schema.yaml"
-
-
 def policy_fetch_outputs():
     """Every listed document's current text and its record, when policy.fetch is on."""
     if not config["policy"]["fetch"]:
         return []
-    corpus = load_corpus(POLICY_CORPUS, POLICY_SCHEMA)
+    corpus = load_corpus(POLICIES, POLICIES_SCHEMA)
     return [
         f"results/policies/{app}/{doc.id}.{ext}"
         for app in corpus.apps

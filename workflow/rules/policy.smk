@@ -7,8 +7,8 @@
 rule policy_behaviour:
     input:
         unpack(policy_behaviour_inputs),
-        corpus=POLICY_CORPUS,
-        schema=POLICY_SCHEMA,
+        corpus=POLICIES,
+        schema=POLICIES_SCHEMA,
         registry=REPO / "workflow/apps.yaml",
         registry_schema=REPO / "workflow/schemas/apps.schema.yaml",
         code=code_of("policy_behaviour"),
@@ -35,8 +35,8 @@ rule policy_behaviour:
 
 rule policy_fetch:
     input:
-        corpus=POLICY_CORPUS,
-        schema=POLICY_SCHEMA,
+        corpus=POLICIES,
+        schema=POLICIES_SCHEMA,
         code=code_of("policy_fetch"),
     output:
         raw="results/policies/{app}/{document}.raw",
