@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from reallymuted.analysis import classifier as c
+from reallymuted.analysis import classifier_mlp as m
 from reallymuted.analysis import classifier_summaries as s
 from reallymuted.analysis import classifier_training as t
 from reallymuted.config import load_yaml
@@ -316,12 +317,12 @@ def test_mlp_fit_with_numpy_batches_is_scikit_learns_fit_bit_for_bit(
     weight = t.compute_sample_weight("balanced", y)
     with pytest.warns(t.ConvergenceWarning):
         theirs.fit(X, y, model__sample_weight=weight)
-    assert t.mlp_module._safe_indexing.__module__ == "sklearn.utils._indexing"
-    assert t.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
-    assert t.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
-    assert "update_params" not in t.mlp_module.AdamOptimizer.__dict__
-    assert t.mlp_module.shuffle.__module__ == "sklearn.utils._indexing"
-    backprop = t.mlp_module.BaseMultilayerPerceptron.__dict__["_backprop"]
+    assert m.mlp_module._safe_indexing.__module__ == "sklearn.utils._indexing"
+    assert m.mlp_module.safe_sparse_dot.__module__ == "sklearn.utils.extmath"
+    assert m.mlp_module.DERIVATIVES["relu"].__module__ == "sklearn.neural_network._base"
+    assert "update_params" not in m.mlp_module.AdamOptimizer.__dict__
+    assert m.mlp_module.shuffle.__module__ == "sklearn.utils._indexing"
+    backprop = m.mlp_module.BaseMultilayerPerceptron.__dict__["_backprop"]
     assert backprop.__module__ == "sklearn.neural_network._multilayer_perceptron"
     ours, theirs = ours.named_steps["model"], theirs.named_steps["model"]
     flat = ours.coefs_[0].base  # the written-out pass ran: the parameters share one buffer
@@ -347,10 +348,10 @@ def test_relu_derivative_in_the_fit_writes_the_same_bits(special):
     if special is not None:
         delta[2, 2] = special
     theirs = delta.copy()
-    t.mlp_module.DERIVATIVES["relu"](Z, theirs)
+    m.mlp_module.DERIVATIVES["relu"](Z, theirs)
     ours = delta.copy()
-    with t.mlp_batches_by_numpy_indexing():
-        t.mlp_module.DERIVATIVES["relu"](Z, ours)
+    with m.mlp_batches_by_numpy_indexing():
+        m.mlp_module.DERIVATIVES["relu"](Z, ours)
     np.testing.assert_array_equal(ours.view(np.int64), theirs.view(np.int64))
 
 
@@ -362,11 +363,11 @@ def test_weighted_log_loss_in_the_fit_is_scikit_learns_bit_for_bit():
         prob[0, 0], prob[1, 1] = 0.0, 1.0  # clipped
         y = np.eye(k, dtype=bool)[rng.integers(0, k, n)]
         weight = rng.uniform(0.2, 3, size=3 * n)[::3]  # a strided view, as batches may be
-        theirs = t.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
-        with t.mlp_batches_by_numpy_indexing():
-            ours = t.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
+        theirs = m.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
+        with m.mlp_batches_by_numpy_indexing():
+            ours = m.mlp_module.LOSS_FUNCTIONS["log_loss"](y, prob, weight)
         assert np.float64(ours).tobytes() == np.float64(theirs).tobytes()
-    assert t.mlp_module.LOSS_FUNCTIONS["log_loss"].__module__ == "sklearn.neural_network._base"
+    assert m.mlp_module.LOSS_FUNCTIONS["log_loss"].__module__ == "sklearn.neural_network._base"
 
 
 def test_model_selection_ties_go_to_the_simpler_model():
