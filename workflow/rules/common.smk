@@ -249,6 +249,26 @@ def session_files(name, apps=None):
     ]
 
 
+# What one session's analysis writes; a profile's job writes its telemetry too
+# (telemetry_sessions.smk). Fresh objects per rule: Snakemake rewrites a report() flag's
+# caption in place when a rule takes it.
+def per_session_analysis_files():
+    return dict(
+        packets=f"{SESSION_TABLES}/packets.parquet",
+        reads=f"{SESSION_TABLES}/mic_reads.parquet",
+        states=f"{SESSION_TABLES}/states.csv",
+        policy=f"{SESSION_TABLES}/policy.json",
+        flows=f"{SESSION_TABLES}/flows.csv",
+        png=report(
+            timeline("{app}", "{mode}", "{stimulus}", "{rep}", "png"),
+            caption="../report/session_timeline.rst",
+            category="Testbed sessions",
+            subcategory="{app}",
+        ),
+        pdf=timeline("{app}", "{mode}", "{stimulus}", "{rep}", "pdf"),
+    )
+
+
 def session_analysis_outputs():
     """The testbed's tables and one timeline figure per session."""
     if not stage_on("sessions"):

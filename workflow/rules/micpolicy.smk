@@ -13,18 +13,7 @@ rule session_analysis:
         mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
         code=code_of("session_analysis"),
     output:
-        packets=f"{SESSION_TABLES}/packets.parquet",
-        reads=f"{SESSION_TABLES}/mic_reads.parquet",
-        states=f"{SESSION_TABLES}/states.csv",
-        policy=f"{SESSION_TABLES}/policy.json",
-        flows=f"{SESSION_TABLES}/flows.csv",
-        png=report(
-            timeline("{app}", "{mode}", "{stimulus}", "{rep}", "png"),
-            caption="../report/session_timeline.rst",
-            category="Testbed sessions",
-            subcategory="{app}",
-        ),
-        pdf=timeline("{app}", "{mode}", "{stimulus}", "{rep}", "pdf"),
+        **per_session_analysis_files(),
     log:
         "logs/sessions-analysis/{app}/{mode}-{stimulus}/rep{rep}.log",
     conda:

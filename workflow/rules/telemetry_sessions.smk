@@ -29,26 +29,25 @@ if COLLECTOR_APPS and not SESSIONS["replay"]:
 
 if PROFILE_APPS:
 
-    rule telemetry_session:
+    # A profile's session is analysed like any other and, in the same job, its telemetry is
+    # decoded: one job per session, not two (a tenth fewer jobs for the study to plan, and
+    # each session's Python start-up and imports paid once).
+    use rule session_analysis as profile_session_analysis with:
         input:
             manifest=f"{SESSION_DIR}/manifest.json",
             events=f"{SESSION_DIR}/events.jsonl",
             traffic=f"{SESSION_DIR}/traffic.pcapng",
             mic_trace=f"{SESSION_DIR}/mic_trace.jsonl",
             collector=f"{SESSION_DIR}/collector.jsonl",
-            packets=f"{SESSION_TABLES}/packets.parquet",
-            code=code_of("telemetry_session"),
+            code=code_of("session_analysis", "reallymuted.analysis.telemetry.sessions"),
         output:
-            table=f"{SESSION_TABLES}/telemetry.csv",
-            check=f"{SESSION_TABLES}/telemetry_check.json",
-        log:
-            "logs/telemetry/{app}/{mode}-{stimulus}/rep{rep}.log",
+            **per_session_analysis_files(),
+            telemetry=f"{SESSION_TABLES}/telemetry.csv",
+            telemetry_check=f"{SESSION_TABLES}/telemetry_check.json",
         wildcard_constraints:
             app=name_pattern(PROFILE_APPS),
-        conda:
-            ANALYSIS_ENV
-        script:
-            "../../scripts/telemetry_session.py"
+
+    ruleorder: profile_session_analysis > session_analysis
 
     rule telemetry_sessions_tables:
         input:

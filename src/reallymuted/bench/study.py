@@ -4,6 +4,7 @@ default quick study end to end with its sessions one at a time and several at on
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,42 @@ def _plan(code: Path, repetitions: int) -> dict[str, Any]:
     return _run_workflow(code, config, 2, "-n", "-q")
 
 
+# Snakemake's own cost of planning: a workflow of nothing but two jobs per session shaped like
+# the study's (a recording job with five outputs, an analysis job with seven, each with a log
+# and a script), so the study's time can be read against what Snakemake needs for that many
+# jobs at all.
+PLANNING_FLOOR_SNAKEFILE = """
+SESSIONS = range(int(config["sessions"]))
+rule all:
+    input: expand("tables/{i}/states.csv", i=SESSIONS)
+rule record:
+    input: "stimulus.wav"
+    output:
+        multiext("raw/{i}/", "manifest.json", "events.jsonl", "traffic.pcapng"),
+        multiext("raw/{i}/", "mic_trace.jsonl", "client.log"),
+    log: "logs/raw/{i}.log"
+    script: "noop.py"
+rule analyse:
+    input: "raw/{i}/manifest.json", "raw/{i}/traffic.pcapng"
+    output:
+        multiext("tables/{i}/", "packets.parquet", "mic_reads.parquet", "states.csv"),
+        multiext("tables/{i}/", "policy.json", "flows.csv", "timeline.png", "timeline.pdf"),
+    log: "logs/tables/{i}.log"
+    script: "noop.py"
+"""
+
+
+def _plan_floor(sessions: int) -> dict[str, Any]:
+    """`snakemake -n -q` of PLANNING_FLOOR_SNAKEFILE for ``sessions`` sessions."""
+    with tempfile.TemporaryDirectory(prefix="reallymuted-bench-floor-") as scratch:
+        folder = Path(scratch)
+        (folder / "Snakefile").write_text(PLANNING_FLOOR_SNAKEFILE)
+        for name in ("stimulus.wav", "noop.py"):
+            (folder / name).touch()
+        command = [sys.executable, "-m", "snakemake", "-c", "2", "-n", "-q"]
+        return measure_command([*command, "--config", f"sessions={sessions}"], folder)
+
+
 def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[str, Any]:
     """`snakemake -n` for a study of 10 000 sessions (the default study's apps, repetitions
     raised), and for the baseline revision at a size it accepts and plans in minutes."""
@@ -104,12 +141,14 @@ def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[st
     same_size = _plan(REPO, small_reps)
     with baseline_checkout() as old:
         baseline = _plan(old, small_reps)
+    log.info("planning_scale: Snakemake's floor, %d sessions of two jobs …", sessions)
+    floor = _plan_floor(sessions)
     per_k = {
         "baseline": round(1000 * baseline["wall_s"] / small, 2),
         "measured_small": round(1000 * same_size["wall_s"] / small, 2),
         "measured": round(1000 * measured["wall_s"] / sessions, 2),
     }
-    ok = all(r["exit_status"] == 0 for r in (measured, same_size, baseline))
+    ok = all(r["exit_status"] == 0 for r in (measured, same_size, baseline, floor))
     result = {
         "benchmark": "planning_scale",
         "what": f"snakemake -n -q on the default study with repetitions raised: {sessions} "
@@ -122,7 +161,18 @@ def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[st
         "baseline": per_k["baseline"],
         "measured": per_k["measured"],
         "ratio": round(per_k["baseline"] / per_k["measured"], 2),
-        "runs": {"measured": measured, "measured_small": same_size, "baseline": baseline},
+        "snakemake_floor": {
+            "what": "the same number of sessions planned by a workflow of nothing but two "
+            "jobs per session shaped like the study's (bench.study.PLANNING_FLOOR_SNAKEFILE)",
+            "wall_s": floor["wall_s"],
+            "peak_tree_rss_mb": floor["peak_tree_rss_mb"],
+        },
+        "runs": {
+            "measured": measured,
+            "measured_small": same_size,
+            "baseline": baseline,
+            "snakemake_floor": floor,
+        },
         "target": f"{PLAN_SESSIONS} sessions planned in under {PLAN_TARGET_S:.0f} s and "
         f"{PLAN_TARGET_MB:.0f} MB (ratio: seconds per 1000 sessions, baseline / measured)",
         "met": ok
