@@ -1,10 +1,10 @@
 """Rule attack_tables: per-window results -> the attack's metrics, learning curve and values."""
 
-from reallymuted.analysis import attack
+from reallymuted.analysis import attack_classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-attack.tables_to_files(
+attack_classifier.tables_to_files(
     list(snakemake.input.metrics),
     list(snakemake.input.confusion),
     list(snakemake.input.folds),

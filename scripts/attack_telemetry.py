@@ -1,10 +1,10 @@
 """Rule attack_telemetry: the attack's sessions -> decoded intervals with input dB(A), minutes."""
 
-from reallymuted.analysis import attack
+from reallymuted.analysis import attack_telemetry
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-attack.telemetry_to_files(
+attack_telemetry.telemetry_to_files(
     [
         {"dir": d, "telemetry": t, "stimulus": w, "spec": snakemake.params.specs[name]}
         for d, t, w, name in zip(

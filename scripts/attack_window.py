@@ -1,10 +1,10 @@
 """Rule attack_window: the classifier on captured telemetry for one window length n."""
 
-from reallymuted.analysis import attack
+from reallymuted.analysis import attack_classifier
 from reallymuted.io import log_to_file
 
 log_to_file(snakemake.log[0])
-attack.window_to_files(
+attack_classifier.window_to_files(
     snakemake.input.minutes,
     int(snakemake.wildcards.window),
     snakemake.params.settings,

@@ -1,4 +1,5 @@
-"""The attack on captured telemetry (reallymuted.analysis.attack).
+"""The attack on captured telemetry (reallymuted.analysis.attack and its attack_input,
+attack_telemetry and attack_classifier).
 
 Unit tests: the A-weighting against IEC 61672 values, the reconstruction of the samples fed in
 an interval from the OS witness's ticks, the per-interval table's classifier shape, and the
@@ -19,9 +20,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.analysis import attack, classifier, classifier_training, extract, leakage
+from reallymuted.analysis import (
+    attack,
+    attack_classifier,
+    attack_input,
+    attack_telemetry,
+    classifier,
+    classifier_training,
+    extract,
+    leakage,
+)
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
+from reallymuted.study import ACTIVITIES
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
 from reallymuted.testbed.supervisor import run_session
@@ -38,25 +49,27 @@ def test_a_weighting_matches_iec_61672() -> None:
     # 100 Hz, 1 kHz, 4 kHz and 10 kHz
     freqs = [10**1.5, 100, 1000, 10**3.6, 10000]
     expected = [-39.4, -19.1, 0.0, 1.0, -2.5]
-    assert attack.a_weighting_db(freqs) == pytest.approx(expected, abs=0.06)
-    assert attack.a_weighting_db(0) == -np.inf
+    assert attack_input.a_weighting_db(freqs) == pytest.approx(expected, abs=0.06)
+    assert attack_input.a_weighting_db(0) == -np.inf
 
 
 def test_weighted_level_of_sines() -> None:
     t = np.arange(RATE) / RATE
     full = np.sin(2 * np.pi * 1000 * t)
-    assert attack.level_db(full, RATE) == pytest.approx(-3.01, abs=0.01)
-    assert attack.level_db(full, RATE, weighted=True) == pytest.approx(-3.01, abs=0.01)
+    assert attack_input.level_db(full, RATE) == pytest.approx(-3.01, abs=0.01)
+    assert attack_input.level_db(full, RATE, weighted=True) == pytest.approx(-3.01, abs=0.01)
     low = 0.1 * np.sin(2 * np.pi * 100 * t)
-    assert attack.level_db(low, RATE, weighted=True) == pytest.approx(-23.01 - 19.14, abs=0.02)
+    assert attack_input.level_db(low, RATE, weighted=True) == pytest.approx(
+        -23.01 - 19.14, abs=0.02
+    )
     # a two-tone mix: the powers add after weighting
     mix = 0.5 * np.sin(2 * np.pi * 1000 * t) + 0.5 * np.sin(2 * np.pi * 100 * t)
     power = 0.125 + 0.125 * 10 ** (-19.145 / 10)
-    assert attack.level_db(mix, RATE, weighted=True) == pytest.approx(
+    assert attack_input.level_db(mix, RATE, weighted=True) == pytest.approx(
         10 * np.log10(power), abs=0.01
     )
-    assert np.isnan(attack.level_db(np.empty(0), RATE))
-    assert attack.level_db(np.zeros(10), RATE) == -np.inf
+    assert np.isnan(attack_input.level_db(np.empty(0), RATE))
+    assert attack_input.level_db(np.zeros(10), RATE) == -np.inf
 
 
 def test_fed_samples_follow_the_writers_tick_grid() -> None:
@@ -64,10 +77,10 @@ def test_fed_samples_follow_the_writers_tick_grid() -> None:
     per_tick = 4
     stimulus = np.arange(22, dtype=float)  # 5 whole ticks; the last 2 samples never play
     ticks = pd.DataFrame({"tick": [0, 1, 2, 5, 6, 11], "frames": [4, 0, 4, 4, 4, 4]})
-    fed = attack.fed_samples(ticks, stimulus, per_tick)
+    fed = attack_input.fed_samples(ticks, stimulus, per_tick)
     expected = [0, 1, 2, 3, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7]
     assert fed.tolist() == expected
-    levels = attack.input_levels(
+    levels = attack_input.input_levels(
         pd.DataFrame({"t": [0.0, 0.02, 0.04], "tick": [0, 1, 2], "frames": [4, 0, 4]}),
         stimulus / 100,
         per_tick,
@@ -130,7 +143,7 @@ def test_minutes_keep_matched_muted_intervals_and_cut_at_gaps() -> None:
     session = table.stimulus == "kb1d10"
     table.loc[session & (table.interval == 3), "matched"] = False
     table.loc[(table.stimulus == "vc2d50") & (table.interval == 1), "state"] = "mixed"
-    minutes = attack.minutes_table(table)
+    minutes = attack_telemetry.minutes_table(table)
     assert len(minutes) == len(table) - 2
     assert set(minutes.columns) >= set(classifier.MINUTE_COLUMNS) | {"group", "stimulus_source"}
     kb = minutes[minutes.video == "kb1d10"]
@@ -142,11 +155,11 @@ def test_minutes_keep_matched_muted_intervals_and_cut_at_gaps() -> None:
     # windows stay in one series; their group is the recording, shared across distances
     w = classifier.windows(minutes, 3)
     assert set(w.groups) == set(table.recording)
-    assert attack.windows_per_activity(minutes, 3)["kb"] == 3 * 2 * 4 - 3
+    assert attack_telemetry.windows_per_activity(minutes, 3)["kb"] == 3 * 2 * 4 - 3
 
 
 def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> None:
-    minutes = attack.minutes_table(captured_table())
+    minutes = attack_telemetry.minutes_table(captured_table())
     seen = []
     real = classifier_training.evaluate_protocol
 
@@ -170,7 +183,7 @@ def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> N
         "random_validation_fraction": 0.2,
         "balance_classes": True,
     }
-    result = attack.cross_validate(minutes, 2, settings, ["kb", "vc", "dg", "cm"])
+    result = attack_classifier.cross_validate(minutes, 2, settings, ["kb", "vc", "dg", "cm"])
     assert seen == [["1"], ["2"], ["3"]], "each fold holds out one recording of every activity"
     metrics = result.metrics.set_index(["model", "eval_set"])
     assert set(metrics.loc["random_forest"].index) == {
@@ -186,7 +199,7 @@ def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> N
     assert metrics.loc[("majority", "heldout")].macro_accuracy == pytest.approx(0.25)
     assert set(result.folds.fold) == {1, 2, 3}
     with pytest.raises(ValueError, match="at least 3"):
-        attack.cross_validate(minutes[minutes.recording_number < 3], 2, settings)
+        attack_classifier.cross_validate(minutes[minutes.recording_number < 3], 2, settings)
 
 
 def test_pooled_scores_are_the_scores_of_the_pooled_predictions() -> None:
@@ -198,7 +211,7 @@ def test_pooled_scores_are_the_scores_of_the_pooled_predictions() -> None:
         rows += classifier_training.confusion_rows(y_true, y_pred, labels)
     y_true = np.concatenate([t for t, _ in folds])
     y_pred = np.concatenate([p for _, p in folds])
-    accuracy, precision, n = attack.pooled_scores(pd.DataFrame(rows))
+    accuracy, precision, n = attack_classifier.pooled_scores(pd.DataFrame(rows))
     assert accuracy == pytest.approx(classifier_training.macro_accuracy(y_true, y_pred))
     assert precision == pytest.approx(classifier_training.macro_precision(y_true, y_pred))
     assert n == 120
@@ -206,8 +219,8 @@ def test_pooled_scores_are_the_scores_of_the_pooled_predictions() -> None:
 
 def test_values_correlate_gains_with_input_power() -> None:
     table = captured_table()
-    minutes = attack.minutes_table(table)
-    values = attack.telemetry_values(table, minutes, [1, 3])
+    minutes = attack_telemetry.minutes_table(table)
+    values = attack_telemetry.telemetry_values(table, minutes, [1, 3])
     assert values["all_matched"] and values["intervals_traced"] == len(table)
     assert values["source"] == "testbed-profile"  # from the rows, not typed
     assert values["r_mean_gain_dba"] > 0.9 and values["r_mean_exceeds_r_min"]
@@ -218,7 +231,7 @@ def test_values_correlate_gains_with_input_power() -> None:
     # the page heard its own gaps in every first interval: they set its min to 0
     gapped = table.assign(page_gaps=table.interval == 1)
     gapped.loc[gapped.page_gaps, "audio_min_gain"] = 0
-    values = attack.telemetry_values(gapped, attack.minutes_table(gapped), [1])
+    values = attack_telemetry.telemetry_values(gapped, attack_telemetry.minutes_table(gapped), [1])
     assert values["intervals_muted_page_gaps"] == (table.interval == 1).sum()
     assert values["r_min_gain_dba_gapless"] > values["r_min_gain_dba"] + 0.1
 
@@ -241,27 +254,29 @@ def test_learning_curve_sets_captured_beside_reference() -> None:
             for e in ("validation_grouped", "eval1", "eval2")
         ]
     )  # fmt: skip
-    curve = attack.learning_curve(metrics, folds, 2.0, "synthetic", 0.25, reference)
+    curve = attack_classifier.learning_curve(metrics, folds, 2.0, "synthetic", 0.25, reference)
     captured = curve[curve.source == attack.SOURCE]
     assert captured.model.tolist() == ["random_forest", "random_forest"]
     assert captured.seconds_observed.tolist() == [2.0, 4.0]
     assert captured.macro_accuracy.tolist() == pytest.approx([0.65, 0.75])
     ref = curve[curve.source == "reference"]
     assert ref.eval_set.tolist() == ["eval1", "eval2"] and (ref.minutes_observed == 3).all()
-    assert (ref.stimulus_source == attack.REFERENCE_STIMULUS_SOURCE).all()
+    assert (ref.stimulus_source == attack_classifier.REFERENCE_STIMULUS_SOURCE).all()
     assert (curve.chance == 0.25).all()
 
 
 def test_values_beside_the_reference_name_each_keys_source() -> None:
     captured = {"source": "testbed-profile", "r_mean_gain_dba": 0.9, "macro_accuracy": 0.5}
-    values = attack.with_sources(captured, {"reference_eval1_accuracy_n3": (0.7, "reference")})
+    values = attack_classifier.with_sources(
+        captured, {"reference_eval1_accuracy_n3": (0.7, "reference")}
+    )
     assert values["source"] == "reference, testbed-profile"
     assert values["source_of"] == {
         "r_mean_gain_dba": "testbed-profile",
         "macro_accuracy": "testbed-profile",
         "reference_eval1_accuracy_n3": "reference",
     }
-    assert attack.with_sources(captured, {})["source"] == "testbed-profile"
+    assert attack_classifier.with_sources(captured, {})["source"] == "testbed-profile"
 
 
 # --- the workflow ---------------------------------------------------------------------------
@@ -312,8 +327,8 @@ def near_and_far(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         ts.write_session(
             session, folder / f"{name}.parquet", folder / f"{name}.csv", folder / f"{name}.json"
         )
-        out[distance] = attack.session_rows(
-            session, folder / f"{name}.csv", wav, spec, attack.ACTIVITIES
+        out[distance] = attack_telemetry.session_rows(
+            session, folder / f"{name}.csv", wav, spec, ACTIVITIES
         )
         out["sessions"][distance] = (session, folder / f"{name}.parquet", spec)
     return out

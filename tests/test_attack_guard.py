@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reallymuted.analysis import attack, attack_guard, extract, leakage
+from reallymuted.analysis import attack_classifier, attack_guard, attack_telemetry, extract, leakage
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
 from reallymuted.figures.attack_guard import plot_attack_guard
 from reallymuted.io import DataError
+from reallymuted.study import ACTIVITIES
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
 from reallymuted.testbed.supervisor import run_session
@@ -82,8 +83,8 @@ def arm(app: str, guard: str, tmp_path: Path) -> dict[str, pd.DataFrame]:
     names = ("minutes", "metrics", "confusion", "grid", "folds")
     paths = {k: tmp_path / f"{guard}-{k}.csv" for k in names}
     telemetry.to_csv(tmp_path / f"{guard}-telemetry.csv", index=False)
-    attack.minutes_table(telemetry).to_csv(paths["minutes"], index=False)
-    attack.window_to_files(paths["minutes"], 2, SETTINGS, paths)
+    attack_telemetry.minutes_table(telemetry).to_csv(paths["minutes"], index=False)
+    attack_classifier.window_to_files(paths["minutes"], 2, SETTINGS, paths)
     return attack_guard.read_arm({"telemetry": tmp_path / f"{guard}-telemetry.csv", **paths})
 
 
@@ -180,11 +181,11 @@ def test_a_guarded_attack_session_posts_records_of_silence(tmp_path: Path) -> No
     assert manifest["guard"]
     extract.extract_session(session, tmp_path / "p.parquet", tmp_path / "r.parquet")
     ts.write_session(session, tmp_path / "p.parquet", tmp_path / "t.csv", tmp_path / "t.json")
-    table = attack.session_rows(session, tmp_path / "t.csv", wav, spec, attack.ACTIVITIES)
+    table = attack_telemetry.session_rows(session, tmp_path / "t.csv", wav, spec, ACTIVITIES)
     print(table[["interval", "audio_max_gain", "audio_mean_gain", "input_dba"]])
     assert len(table) >= 2 and table.matched.all() and (table.guard == "on").all()
     assert table.frame.notna().all() and table.collector_line.notna().all()
-    gains = table[list(attack.GAIN_COLUMNS.values())].to_numpy(dtype=float)
+    gains = table[list(attack_telemetry.GAIN_COLUMNS.values())].to_numpy(dtype=float)
     assert (gains[1:] == 0).all(), "from the second record on, the app heard only zeros"
     # The first may hold the first stream's first tens of ms, before the guard saw the stream
     # (docs/guard.md: 0-40 ms): a few 10-ms frames of 200, so its mean gain stays near 0.

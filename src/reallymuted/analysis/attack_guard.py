@@ -8,9 +8,9 @@ side, one row per measure, app and guard (off, on):
 * ``decoded gain while muted``: the telemetry decoded from the capture, per muted interval
   (the mean and the max gain of each record; their mean and range);
 * ``telemetry classifier (reference protocol)``: the reference classifier's code
-  cross-validated over recordings (:func:`reallymuted.analysis.attack.cross_validate`) at the
-  longest window: the chosen model's pooled held-out macro accuracy, the folds' range, beside
-  1/activities;
+  cross-validated over recordings (:func:`reallymuted.analysis.attack_classifier.cross_validate`)
+  at the longest window: the chosen model's pooled held-out macro accuracy, the folds' range,
+  beside 1/activities;
 * ``telemetry classifier (grouped test)``: the decoded windows through the leakage test's
   machinery (:func:`reallymuted.analysis.leakage.leakage_test`): accuracy with its 95 %
   interval over recordings against chance *measured* by shuffling the activities among the
@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from reallymuted.analysis import classifier
-from reallymuted.analysis.attack import GAIN_COLUMNS, HELDOUT, learning_curve
+from reallymuted.analysis.attack_classifier import HELDOUT, learning_curve
+from reallymuted.analysis.attack_telemetry import GAIN_COLUMNS
 from reallymuted.analysis.evidence import source_label, value_key
 from reallymuted.analysis.leakage import leakage_test
 from reallymuted.io import DataError, write_csv, write_json

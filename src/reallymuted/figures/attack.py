@@ -1,6 +1,6 @@
-"""Figures of the attack on captured telemetry (plotting only; the numbers come from
-reallymuted.analysis.attack's tables and values): the Figure 7 and Figure 8 analogues, the confusion
-matrix and the learning curve beside the reference results."""
+"""Figures of the attack on captured telemetry (plotting only; the numbers come from the tables
+and values of reallymuted.analysis.attack_telemetry and attack_classifier): the Figure 7 and
+Figure 8 analogues, the confusion matrix and the learning curve beside the reference results."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from reallymuted.analysis.attack import HELDOUT, SOURCE
+from reallymuted.analysis.attack import SOURCE
+from reallymuted.analysis.attack_classifier import HELDOUT
 from reallymuted.figures import PALETTE, save, source_footer
 from reallymuted.figures.classifier import plot_confusion, plot_gain_space
 
@@ -35,7 +36,7 @@ def plot_gain_vs_power(
 ) -> None:
     """Figure 7 analogue: decoded mean and min gain of every muted, matched interval against
     the A-weighted level of the samples fed in that interval, with least-squares lines and
-    Pearson's r (computed in reallymuted.analysis.attack) in the legend."""
+    Pearson's r (computed in reallymuted.analysis.attack_telemetry) in the legend."""
     muted = table[table.matched.astype(bool) & (table.state == "muted")]
     muted = muted[np.isfinite(muted.input_dba.astype(float))]
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
