@@ -1,6 +1,6 @@
 # The paper's attack on telemetry this project captures (stage `attack`; reallymuted.analysis.attack).
 # The `attack` section's activity stimuli are sessions of the study matrix (the config loader
-# adds them to sessions.stimuli), so the `session`, `session_analysis` and `telemetry_session`
+# adds them to sessions.stimuli), so the `collector_session` and `profile_session_analysis`
 # rules capture and decode them like any other; here: the stimuli themselves, the decoded
 # intervals with their input level, the Figure 7 and 8 analogues, and the reference
 # classifier's code cross-validated over recordings, beside the reference results.

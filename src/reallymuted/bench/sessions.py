@@ -42,6 +42,13 @@ BENCH_CLIENTS = {  # app id -> (driver, mode, options): for the tracer's cost
     "control-continuous": ("control", "ctrl", {"policy": "continuous"}),
     "chromium": ("chromium", "soft", {}),
 }
+SETUP_PHASES = (
+    "client_start_s",
+    "client_prepare_s",
+    "tracer_wait_s",
+    "last_attach_settle_s",
+    "last_attach_inject_s",
+)
 OVERHEAD_SCHEDULE = [{"state": "unmuted", "seconds": 2}, {"state": "muted", "seconds": 2}]
 
 
@@ -121,9 +128,34 @@ def _overhead_runs(code: Path, scratch: Path, repeats: int) -> list[dict[str, An
                     "mode": mode,
                     "code": str(code),
                     **{k: times[k] for k in ("schedule_s", "setup_s", "teardown_s", "overhead_s")},
+                    **setup_phases(out / "events.jsonl"),
                 }
             )
     return rows
+
+
+def setup_phases(events: Path) -> dict[str, float]:
+    """Where a session's set-up went, from its events (seconds): starting the client, the
+    client getting ready (page load, registration), then waiting for the tracer to cover
+    the client's tree; and of the last attach before the join, the wait for the process's
+    main thread to sleep (``settle``, tracing.py) and the injection itself."""
+    rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    first = {}
+    for row in rows:
+        first.setdefault(row["event"], row["t"])
+    if not {"client_start", "client_ready", "join"} <= first.keys():
+        return {}
+    phases = {
+        "client_start_s": first["client_start"],
+        "client_prepare_s": first["client_ready"] - first["client_start"],
+        "tracer_wait_s": first["join"] - first["client_ready"],
+    }
+    attaches = [r for r in rows if r["event"] == "trace_attach" and r["t"] <= first["join"]]
+    if attaches and "settle_s" in attaches[-1]:  # revisions before it lack settle_s
+        last = max(attaches, key=lambda r: r["t"])
+        phases["last_attach_settle_s"] = last["settle_s"]
+        phases["last_attach_inject_s"] = last["took_s"] - last["settle_s"]
+    return {k: round(v, 3) for k, v in phases.items()}
 
 
 def _per_driver(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -137,6 +169,10 @@ def _per_driver(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "median_teardown_s": median([r["teardown_s"] for r in mine]),
             "median_overhead_s": median([r["overhead_s"] for r in mine]),
         }
+        for phase in SETUP_PHASES:
+            values = [r[phase] for r in mine if phase in r]
+            if values:
+                drivers[driver][f"median_{phase}"] = median(values)
     return drivers
 
 

@@ -212,6 +212,7 @@ class TreeTracer:
         started = time.monotonic()
         comm, role = _comm(pid), _role(pid)  # read first: a failed injection can kill it
         asleep = self.wait_until_settled(pid)
+        settled = time.monotonic()
         if not asleep and proc_stat(pid) is not None:
             log.warning("attaching to %d (%s) though its main thread stayed busy", pid, comm)
         try:
@@ -239,8 +240,17 @@ class TreeTracer:
         with self.lock:
             self.sessions[pid] = (session, script)
         took = round(time.monotonic() - started, 3)
+        settle = round(settled - started, 3)  # of took_s: waiting for the main thread to sleep
         # main_asleep false: attached while the main thread was busy (the risk described above)
-        self.event("trace_attach", pid=pid, comm=comm, role=role, took_s=took, main_asleep=asleep)
+        self.event(
+            "trace_attach",
+            pid=pid,
+            comm=comm,
+            role=role,
+            took_s=took,
+            settle_s=settle,
+            main_asleep=asleep,
+        )
         return True
 
     def attach_new(self) -> None:
