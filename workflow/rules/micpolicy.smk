@@ -16,6 +16,10 @@ rule session_analysis:
         **per_session_analysis_files(),
     log:
         "logs/sessions-analysis/{app}/{mode}-{stimulus}/rep{rep}.log",
+    # Not the profiles' sessions, which rule `profile_session_analysis` analyses
+    # (telemetry_sessions.smk): a file only one rule can make plans one job, not two.
+    wildcard_constraints:
+        app=name_pattern(set(SESSIONS["apps"]) - set(PROFILE_APPS)),
     conda:
         ANALYSIS_ENV
     script:

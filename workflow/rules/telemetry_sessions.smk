@@ -47,8 +47,6 @@ if PROFILE_APPS:
         wildcard_constraints:
             app=name_pattern(PROFILE_APPS),
 
-    ruleorder: profile_session_analysis > session_analysis
-
     rule telemetry_sessions_tables:
         input:
             tables=lambda wildcards: session_files("telemetry.csv", PROFILE_APPS),
