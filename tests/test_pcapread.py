@@ -296,3 +296,30 @@ def test_the_check_after_every_test_reports_a_field_the_readers_disagree_on(
     found = readercheck.compare_readers_under(tmp_path)
     assert len(found) == 1
     assert found[0].startswith(f"{capture}: packet {row + 1} {column}: native=")
+
+
+def test_the_check_reads_a_capture_once_however_many_copies_a_test_leaves(
+    call_pcapng: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies with the same bytes give the same answer: the first in path order is compared
+    (and named), the others are not read again; a capture with other bytes still is."""
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "traffic.pcapng").write_bytes(call_pcapng.read_bytes())
+    other = tmp_path / "d" / "traffic.pcapng"
+    other.parent.mkdir()
+    ipv4 = [f for f in call_packets() if f[12:14] == b"\x08\x00"]
+    write_pcapng(other, [(0, i * 20_000_000, f) for i, f in enumerate(ipv4)], [(1, 9)])
+    read, captures_read = pcapread.packet_table, []
+
+    def rtp_seq_off_by_one(path, *args, **kwargs):
+        captures_read.append(Path(path))
+        table = read(path, *args, **kwargs)
+        table["rtp_seq"] = table["rtp_seq"] + 1
+        return table
+
+    monkeypatch.setattr(pcapread, "packet_table", rtp_seq_off_by_one)
+    found = readercheck.compare_readers_under(tmp_path)
+    assert captures_read == [tmp_path / "a" / "traffic.pcapng", other]
+    named = {line.split(": packet")[0] for line in found if ": packet" in line}
+    assert named == {str(tmp_path / "a" / "traffic.pcapng"), str(other)}

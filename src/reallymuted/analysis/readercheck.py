@@ -9,6 +9,7 @@ occurs in it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,16 @@ def compare_readers(pcap: str | Path, limit: int = 20, **options: object) -> lis
 
 def compare_readers_under(folder: Path, limit: int = 5) -> list[str]:
     """:func:`compare_readers` on every ``.pcap`` and ``.pcapng`` file under ``folder``
-    (sub-folders included), in path order, at most ``limit`` lines per capture."""
+    (sub-folders included), in path order, at most ``limit`` lines per capture. A file with
+    the same bytes as one already compared is not read again: a test that lays out a whole
+    study's evidence as copies (or as empty files) would otherwise run tshark hundreds of
+    times for one answer."""
     captures = [p for p in folder.rglob("*.pcap*") if p.suffix in (".pcap", ".pcapng")]
-    return [d for p in sorted(captures) for d in compare_readers(p, limit=limit)]
+    compared: set[str] = set()
+    differences = []
+    for capture in sorted(captures):
+        digest = hashlib.sha256(capture.read_bytes()).hexdigest()
+        if digest not in compared:
+            compared.add(digest)
+            differences += compare_readers(capture, limit=limit)
+    return differences

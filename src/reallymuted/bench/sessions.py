@@ -77,10 +77,13 @@ def _bench_session(
 
 
 def one_app_per_driver(sessions: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """driver -> (app, mode): the first app of the study using each driver, its first mode."""
+    """driver -> (app, mode): the first app of the study using each driver, its first mode;
+    not an app run under the guard (its set-up also starts the guard, and the baseline
+    revision has none)."""
     chosen: dict[str, tuple[str, str]] = {}
     for app, entry in sessions["apps"].items():
-        chosen.setdefault(entry["driver"], (app, entry["modes"][0]))
+        if not entry.get("guard"):
+            chosen.setdefault(entry["driver"], (app, entry["modes"][0]))
     return chosen
 
 
