@@ -16,8 +16,8 @@ tables = {name: out[name] for name in ("states", "policy", "flows")}
 micpolicy.write_session_analysis(session, out.packets, out.reads, tables)
 session_figures.timeline_from_files(session, out.packets, out.reads, [out.png, out.pdf])
 if hasattr(out, "telemetry"):  # a Namedlist: `in` would search its paths
-    # imported here: only profile sessions need pyshark's dissection (its code is the rule's
-    # code input by name, common.smk code_of)
+    # imported here: only profile sessions need pyshark's dissection (the rule names this
+    # module in its code input, telemetry_sessions.smk)
     from reallymuted.analysis.telemetry import sessions as telemetry_sessions
 
     telemetry_sessions.write_session(session, out.packets, out.telemetry, out.telemetry_check)

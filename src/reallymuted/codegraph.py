@@ -142,8 +142,7 @@ def code_digest(script: str | Path, modules: Iterable[str], folder: Path) -> str
     """One file standing for :func:`code_files`: a line ``sha256  path`` per file, its
     modification time that of the newest of them. A job with it as its one code input reruns
     when, and only when, a job with all those files as inputs would (Snakemake compares
-    times), and the workflow plans it with one input instead of thirty: what makes a study of
-    10 000 sessions plan in seconds."""
+    times), and the workflow plans it with one input instead of thirty."""
     modules = tuple(modules)
     # ``folder`` as given (relative to the run's directory): an input's recorded name must
     # not change when a study's folder is moved or copied (artifact verification does).
