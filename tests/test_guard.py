@@ -246,7 +246,18 @@ def test_a_dead_guard_leaves_the_app_muted_and_a_new_one_adopts_it(desk: Desktop
     argv, received = recorder(desk, "app3")
     guard = start_guard(desk, "guard-3", ["--muted"], argv)
     app_pid = guard.status()["streams"][0]["pid"]
+
+    def reading_silence() -> bool:
+        now = time.monotonic()
+        last = received.between(now - 0.25, now)
+        return last.size > 0 and not np.any(last)
+
     try:
+        # A new stream's first samples, from before the guard saw it, may reach the app
+        # (docs/guard.md) and may arrive late (parecord writes in bursts): killed only once
+        # the app has received a quarter second of the mute's zeros, so that all it receives
+        # after the kill came after it.
+        guard.wait("the app reading digital silence", reading_silence)
         os.kill(desk.pids["guard-3"], signal.SIGKILL)  # the guard only: the app lives on
         desk.procs["guard-3"].wait(5)
         killed = time.monotonic()
