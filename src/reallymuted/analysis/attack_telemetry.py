@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 
 OS_API = "os:pipe-source"
 GAIN_COLUMNS = {"max": "audio_max_gain", "mean": "audio_mean_gain", "min": "audio_min_gain"}
+# What the table takes as it is from each decoded interval (reallymuted.analysis.telemetry).
+DECODED_COLUMNS = (
+    "record",
+    "interval",
+    "interval_start_t",
+    "interval_end_t",
+    "muted_share",
+    "state",
+    *GAIN_COLUMNS.values(),
+    "capture_packets_per_second",
+)
 TABLE_COLUMNS = [
     "source",
     "stimulus_source",
@@ -41,16 +52,7 @@ TABLE_COLUMNS = [
     "recording_number",
     "distance_cm",
     "interval_s",
-    "record",
-    "interval",
-    "interval_start_t",
-    "interval_end_t",
-    "muted_share",
-    "state",
-    "audio_max_gain",
-    "audio_mean_gain",
-    "audio_min_gain",
-    "capture_packets_per_second",
+    *DECODED_COLUMNS,
     "page_gap_frames",
     "input_ticks",
     "input_seconds",
@@ -136,19 +138,7 @@ def session_rows(
                 "recording_number": int(spec["recording"]),
                 "distance_cm": int(spec["distance_cm"]),
                 "interval_s": (manifest.get("options") or {}).get("telemetry_interval_s"),
-                **{
-                    k: row[k]
-                    for k in (
-                        "record",
-                        "interval",
-                        "interval_start_t",
-                        "interval_end_t",
-                        "muted_share",
-                        "state",
-                        *GAIN_COLUMNS.values(),
-                        "capture_packets_per_second",
-                    )
-                },
+                **{k: row[k] for k in DECODED_COLUMNS},
                 "page_gap_frames": row.get("page_gap_frames"),
                 **levels,
                 "page_gaps": page_heard_gaps(row.get("page_gap_frames"), levels),

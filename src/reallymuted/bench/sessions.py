@@ -154,8 +154,8 @@ def setup_phases(events: Path) -> dict[str, float]:
         "tracer_wait_s": first["join"] - first["client_ready"],
     }
     attaches = [r for r in rows if r["event"] == "trace_attach" and r["t"] <= first["join"]]
-    if attaches and "settle_s" in attaches[-1]:  # revisions before it lack settle_s
-        last = max(attaches, key=lambda r: r["t"])
+    last = max(attaches, key=lambda r: r["t"], default={})
+    if "settle_s" in last:  # revisions before it lack settle_s
         phases["last_attach_settle_s"] = last["settle_s"]
         phases["last_attach_inject_s"] = last["took_s"] - last["settle_s"]
     return {k: round(v, 3) for k, v in phases.items()}
