@@ -6,8 +6,10 @@
 # limit is that number unless given on the command line (--resources testbed_session=N). Each
 # session has its own network namespace, sound server, capture and tracer; `make bench`
 # (sessions_parallel) runs the study's sessions one at a time and `parallel` at a time and
-# compares what they measured (docs/testbed.md). A session asks for one core: its processes
-# wait on real time (the microphone's pace, the schedule) more than they compute. A failed
+# compares what they measured (docs/testbed.md). A session counts against no core of `-c`:
+# its processes wait on real time (the microphone's pace, the schedule) more than they
+# compute, so `testbed_session` alone says how many run at once, even above the core count
+# (the bench measures whether that changes what they record). A failed
 # session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
 # deletes a failed job's outputs).
 from reallymuted.testbed.progress import write_plan
@@ -78,7 +80,7 @@ if not SESSIONS["replay"]:
         retries: SESSIONS["retries"]
         conda:
             TESTBED_ENV
-        threads: 1
+        threads: 0
         resources:
             testbed_session=1,
         params:
