@@ -10,9 +10,11 @@ datagram's end). RTP with the marker bit and payload type 64..95 is handed to RT
 (``rtp:rtcp``, no RTP fields), as tshark does for rtcp-mux. TCP: HTTP ports, decode-as ports
 or the HTTP first-line heuristic (which then holds for the conversation); an HTTP message is
 named on the segment that completes it (headers to the empty line, then Content-Length or
-chunked body), a segment that leaves it incomplete stays ``tcp``, data in an HTTP conversation
-outside a message is HTTP continuation when it holds a line end; a segment starting with a TLS
-record header is ``tls``. Packets are vectorised per heuristic; only SIP candidates (an
+chunked body), a segment that leaves it incomplete stays ``tcp``, data outside a message is
+HTTP continuation when binary or once its first line is whole, if the conversation had a
+request or the line has a colon; retransmissions and sequence gaps are followed as tshark's
+sequence analysis and reassembly follow them (``classify_tcp``); a segment starting with a
+TLS record header is ``tls``. Packets are vectorised per heuristic; only SIP candidates (an
 upper-case first byte or port 5060), DTLS candidates and TCP payloads are read one by one.
 
 Known differences from tshark (none occurs in the study's captures, see tests/test_pcapread.py):
@@ -21,11 +23,14 @@ Known differences from tshark (none occurs in the study's captures, see tests/te
   dtls; tshark knows ~330, so traffic on another registered port (an ephemeral port that
   happens to be one) may be named by tshark after that port's protocol; the other ~60
   UDP heuristics of tshark (WireGuard, QUIC, ...) are not tried;
-* TCP is read in capture order: a segment's bytes already in its stream (a retransmission,
-  an overlap) are left out of HTTP's stream, but out-of-order segments and sequence gaps
-  are not handled as tshark does; an HTTP response without length ends with
-  its segment; TLS is named per segment that starts with a record header, without
-  reassembly;
+* TCP: two kinds of segment starting before the highest sequence number seen, which tshark
+  tells from retransmissions by time, are left out here like retransmissions: one out of
+  order (within the connection's first round-trip time, or 3 ms, of that highest one),
+  which tshark still adds to the message it belongs to, so that a later segment may
+  complete it; and a fast retransmission (two duplicate ACKs, within 20 ms), which tshark
+  dissects (a loopback capture does not reorder segments; a fast retransmission follows a
+  segment the kernel dropped); an HTTP response without length ends with its segment; TLS
+  is named per segment that starts with a record header, without reassembly;
 * SDP-made RTP conversations are followed for IPv4 ``c=`` addresses only, from the frame
   whose SDP names them (tshark waits for the answer to apply an offer).
 """
@@ -49,6 +54,7 @@ SIP_START = re.compile(
 )  # a request or status line: what tshark's SIP heuristic looks for
 HTTP_METHOD_LINE = re.compile(rb"^([A-Z-]+) (\S+) HTTP/1\.\d$")
 HTTP_METHODS = ["GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "OPTIONS ", "PATCH ", "CONNECT "]
+HTTP_STARTS = (*(m.encode() for m in HTTP_METHODS), b"HTTP/")  # how a message's first line starts
 # the names a UDP or TCP packet may get; the classifiers return their codes (indices)
 NAMES = ["udp", "rtp", "rtcp", "stun", "dtls", "sip", "dns", "mdns", "tcp", "http", "tls"]
 CODE = {name: i for i, name in enumerate(NAMES)}
@@ -222,32 +228,107 @@ def _http_messages(buffer: bytes) -> tuple[list[tuple[str, str]], int]:
     return found, used
 
 
+def _after(a: int, b: int) -> int:
+    """``a - b`` for TCP sequence numbers (modulo 2**32, signed)."""
+    return (a - b + 2**31) % 2**32 - 2**31
+
+
+def _message_end(buffer: bytes) -> int | None:
+    """The length of the incomplete HTTP message at the start of ``buffer`` when tshark knows
+    it before the message is whole: headers complete, with a Content-Length (not chunked).
+    Otherwise (headers incomplete, a chunked body, data outside a message) HTTP asks TCP for
+    one more segment at a time, and None is returned."""
+    head_end = buffer.find(b"\r\n\r\n")
+    if head_end < 0 or not buffer.startswith(HTTP_STARTS):
+        return None
+    head = buffer[:head_end].decode("latin-1")
+    length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+    if not length or re.search(r"(?im)^transfer-encoding:\s*chunked", head):
+        return None
+    return head_end + 4 + int(length[1])
+
+
+def _continuation(buffer: bytes, requested: bool) -> bool | None:
+    """Whether tshark's HTTP names data outside a message (data after a hole, or after a
+    message's end) HTTP continuation; None while it waits for the end of its first line.
+    Binary data is named at once, and a line as soon as it is whole: when the conversation
+    had a request, or when the line looks like a header (a colon). A leading CRLF is skipped."""
+    text = buffer[2:] if buffer.startswith(b"\r\n") and len(buffer) > 3 else buffer
+    if not 0x20 <= text[0] <= 0x7E:
+        return requested
+    line = re.match(rb"[^\r\n]*", text)[0]
+    if len(line) == len(text):
+        return None
+    return requested or b":" in line
+
+
 def classify_tcp(
-    b: Bytes, f: Flows, http_ports: set[int], seq: np.ndarray
+    b: Bytes, f: Flows, http_ports: set[int], seq: np.ndarray, ack: np.ndarray, flags: np.ndarray
 ) -> list[tuple[int, int, str | None, str | None]]:
     """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones.
-    ``seq`` (each segment's sequence number) keeps a retransmitted segment out of the stream,
-    as tshark's reassembly does: added twice, it completed a large HTTP response early and
-    named the segment after it HTTP (seen on a served SDK bundle)."""
+
+    Each segment's sequence and acknowledgment numbers and flags follow each direction's
+    stream as tshark 4.0's sequence analysis and reassembly do (tcp.desegment_tcp_streams
+    on, tcp.reassemble_out_of_order off):
+
+    * a segment starting before the highest sequence number seen (a retransmission, one out
+      of order, one overlapping the stream's end), or one the peer has acknowledged already
+      (a spurious retransmission), is handed to no dissector: it is plain tcp, and its bytes
+      are not added to the stream, not even those beyond its end (added twice, a
+      retransmission completed a large HTTP response early: seen on a served SDK bundle);
+    * bytes missing from the stream (a sequence gap: a segment the capture lost or that
+      comes later out of order; or the new bytes of a segment left out as above) are a hole
+      tshark's reassembly never fills. An incomplete message whose end HTTP knew
+      (Content-Length) then never completes: the segments up to that end stay tcp, and data
+      after it in the same segment starts anew. Otherwise HTTP had asked for one more segment
+      only, which the next one beyond the hole is not: it is dissected on its own, as if it
+      began a message. (Taken as contiguous, a lost segment of a served script made the next
+      response count as its body: likely why a CI run named 32 segments HTTP, tshark TCP.)
+    * a SYN with another initial sequence number starts a new connection on the same ports.
+    """
     src, dst, sport, dport, pl, size, _ = vars(f).values()
-    streams: dict[tuple, bytes] = {}
-    next_seq: dict[tuple, int] = {}
+    streams: dict[tuple, bytes] = {}  # an incomplete message (or line-less data), per direction
+    next_seq: dict[tuple, int] = {}  # the highest sequence number seen, per direction
+    last_ack: dict[tuple, int] = {}
+    broken: dict[tuple, int] = {}  # where a message that a hole broke ends, per direction
     http_conversations: set[tuple] = set()
+    requested: set[tuple] = set()  # conversations in which HTTP named a request
+    first_seq: dict[tuple, int] = {}  # the initial sequence number of a connection's SYN
     out = []
     for i in range(len(pl)):
+        key, back = (src[i], sport[i], dst[i], dport[i]), (dst[i], dport[i], src[i], sport[i])
+        conversation = frozenset(((src[i], sport[i]), (dst[i], dport[i])))
+        # a SYN with another initial sequence number: tshark starts a new conversation
+        if (flags[i] & 0x12) == 0x02 and first_seq.get(key) != seq[i]:
+            first_seq[key] = seq[i]
+            for state in (next_seq, last_ack, streams, broken):
+                for direction in (key, back):
+                    state.pop(direction, None)
+            http_conversations.discard(conversation)
+            requested.discard(conversation)
+        if flags[i] & 0x10:  # ACK
+            last_ack[key] = int(ack[i])
         if size[i] <= 0:
             continue
         data = b.buf[pl[i] : pl[i] + size[i]].tobytes()
-        key = (src[i], sport[i], dst[i], dport[i])
         start, expected = int(seq[i]), next_seq.get(key)
-        fresh: bytes | None = data  # what this segment adds to its stream
-        if expected is not None:
-            behind = (expected - start) % 2**32  # bytes of this segment already seen
-            if behind < 2**31:  # not ahead of the stream (a gap is taken as it comes)
-                fresh = data[behind:] if behind < len(data) else None
-        if fresh is not None:
-            next_seq[key] = (start + int(size[i])) % 2**32
-        conversation = frozenset(((src[i], sport[i]), (dst[i], dport[i])))
+        end = (start + int(size[i])) % 2**32
+        ahead = 0 if expected is None else _after(start, expected)
+        acked = last_ack.get(back)
+        # tshark's retransmission, out of order (before the highest sequence number seen) or
+        # spurious retransmission (acknowledged already): handed to no dissector
+        left_out = ahead < 0 or (acked is not None and _after(end, acked) <= 0)
+        if expected is None or _after(end, expected) > 0:
+            next_seq[key] = end
+            if ahead > 0 or left_out:  # a hole before the new bytes, or in them
+                # the pending message loses those bytes: dropped (tshark dissects what comes
+                # after the hole on its own), or broken up to its end if that was known
+                pending = streams.pop(key, b"")
+                length = _message_end(pending)
+                if length is not None and key not in broken:
+                    broken[key] = (expected - len(pending) + length) % 2**32
+        if left_out:
+            continue
         by_port = sport[i] in http_ports or dport[i] in http_ports
         if not (by_port or conversation in http_conversations):
             if _http_start(data):
@@ -257,23 +338,25 @@ def classify_tcp(
                 continue
             else:
                 continue
-        if fresh is None:
-            continue  # a retransmission: plain tcp, as tshark names it
-        buffer = streams.get(key, b"") + fresh
-        if not buffer.startswith(tuple(m.encode() for m in HTTP_METHODS)) and not buffer.startswith(
-            b"HTTP/"
-        ):
-            # data outside a message: with a whole line tshark names it HTTP continuation,
-            # without one it waits for more (and it stays "tcp")
-            whole = b"\n" in buffer or b"\r" in buffer
-            streams[key] = b"" if whole else buffer
-            if whole:
+        if key in broken:  # tcp up to the broken message's end; what follows starts anew
+            inside = _after(broken[key], start)  # bytes of this segment in the broken message
+            if inside >= len(data):
+                continue
+            del broken[key]
+            data = data[max(inside, 0) :]
+        buffer = streams.get(key, b"") + data
+        if not buffer.startswith(HTTP_STARTS):
+            named = _continuation(buffer, conversation in requested)
+            streams[key] = buffer if named is None else b""
+            if named:
                 out.append((i, CODE["http"], None, None))
             continue
         messages, used = _http_messages(buffer)
         streams[key] = buffer[used:]
         if messages:
             requests = [m for m in messages if m[0]]
+            if requests:
+                requested.add(conversation)
             methods = ";".join(m for m, _ in requests) or None
             uris = ";".join(u for _, u in requests) or None
             out.append((i, CODE["http"], methods, uris))

@@ -80,7 +80,8 @@ def packet_table(
     uris = np.full(n, None, object)
     size = np.minimum(payload_len[tcp], net.end[tcp] - l4 - offset)
     flows = Flows(src[tcp], dst[tcp], sport[tcp], dport[tcp], l4 + offset, size, size)
-    named = classify_tcp(b, flows, HTTP_TCP_PORTS | http_rules, b.u32(l4 + 4))
+    header = (b.u32(l4 + 4), b.u32(l4 + 8), b.u8(l4 + 13))  # sequence, acknowledgment, flags
+    named = classify_tcp(b, flows, HTTP_TCP_PORTS | http_rules, *header)
     for i, value, method, uri in named:
         code[tcp[i]], methods[tcp[i]], uris[tcp[i]] = value, method, uri
     protocol = np.where(code >= 0, np.array(NAMES, dtype=object)[np.maximum(code, 0)], net.name)
