@@ -6,10 +6,9 @@
 # limit is that number unless given on the command line (--resources testbed_session=N). Each
 # session has its own network namespace, sound server, capture and tracer; `make bench`
 # (sessions_parallel) runs the study's sessions one at a time and `parallel` at a time and
-# compares what they measured (docs/testbed.md). A session counts against no core of `-c`:
-# its processes wait on real time (the microphone's pace, the schedule) more than they
-# compute, so `testbed_session` alone says how many run at once, even above the core count
-# (the bench measures whether that changes what they record). A failed
+# compares what they measured (docs/testbed.md). A session holds one core of `-c`: four at
+# once on 2 cores (the study's other jobs beside them) made 21 of 99 sessions lose a tracer
+# attach and doubled the feeder's worst lateness (docs/testbed.md, December 2026). A failed
 # session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
 # deletes a failed job's outputs).
 from reallymuted.testbed.progress import write_plan
@@ -80,7 +79,7 @@ if not SESSIONS["replay"]:
         retries: SESSIONS["retries"]
         conda:
             TESTBED_ENV
-        threads: 0
+        threads: 1
         resources:
             testbed_session=1,
         params:

@@ -21,11 +21,12 @@ from reallymuted.testbed.audio import OS_API
 def session_measures(raw: Path) -> dict[str, Any]:
     """The instrument's health in one session's raw evidence. Refused bytes are counted from
     join to leave: before the join they measure how long the client took to start."""
-    errors, edges = 0, {}
+    errors, edges = [], {}
     with (raw / "events.jsonl").open() as fh:
         for line in fh:
             event = json.loads(line)
-            errors += event.get("event") == "trace_error"
+            if event.get("event") == "trace_error":  # which process, and Frida's words
+                errors.append(f"{event.get('comm', '?')}: {event.get('error', '?')}")
             if event.get("event") in ("join", "leave"):
                 edges.setdefault(event["event"], float(event["t"]))
     late, refused, ticks = [], 0, 0
@@ -44,7 +45,8 @@ def session_measures(raw: Path) -> dict[str, Any]:
         "late_ms_p99": late[int(0.99 * (len(late) - 1))] if late else None,
         "late_ms_max": late[-1] if late else None,
         "refused_bytes_join_to_leave": refused,
-        "trace_errors": errors,
+        "trace_errors": len(errors),
+        "trace_error_texts": errors,
         "failed_attempts": len(manifest.get("failed_attempts") or []),
         "wall_s": (manifest.get("supervisor") or {}).get("wall_s"),
     }

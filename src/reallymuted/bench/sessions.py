@@ -48,6 +48,7 @@ SETUP_PHASES = (
     "tracer_wait_s",
     "last_attach_settle_s",
     "last_attach_inject_s",
+    "last_attach_script_s",
 )
 OVERHEAD_SCHEDULE = [{"state": "unmuted", "seconds": 2}, {"state": "muted", "seconds": 2}]
 
@@ -141,7 +142,8 @@ def setup_phases(events: Path) -> dict[str, float]:
     """Where a session's set-up went, from its events (seconds): starting the client, the
     client getting ready (page load, registration), then waiting for the tracer to cover
     the client's tree; and of the last attach before the join, the wait for the process's
-    main thread to sleep (``settle``, tracing.py) and the injection itself."""
+    main thread to sleep (``settle``, tracing.py), the injection itself and the agent's start
+    (``script``: compiled, its hooks installed)."""
     rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     first = {}
     for row in rows:
@@ -158,6 +160,9 @@ def setup_phases(events: Path) -> dict[str, float]:
     if "settle_s" in last:  # revisions before it lack settle_s
         phases["last_attach_settle_s"] = last["settle_s"]
         phases["last_attach_inject_s"] = last["took_s"] - last["settle_s"]
+    if "script_s" in last:  # the agent's start, out of the injection
+        phases["last_attach_inject_s"] -= last["script_s"]
+        phases["last_attach_script_s"] = last["script_s"]
     return {k: round(v, 3) for k, v in phases.items()}
 
 

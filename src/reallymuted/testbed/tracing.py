@@ -219,6 +219,7 @@ class TreeTracer:
             session = self.device.attach(pid)
             # frida passes (reason, crash[, session]) depending on version: take the reason only.
             session.on("detached", lambda *a, p=pid: self.on_detached(p, str(a[0]) if a else ""))
+            injected = time.monotonic()
             script = session.create_script(self.source, name="mic_reads")
             script.on("message", lambda m, d, *_, p=pid: self.on_message(p, m, d))
             script.load()
@@ -241,6 +242,8 @@ class TreeTracer:
             self.sessions[pid] = (session, script)
         took = round(time.monotonic() - started, 3)
         settle = round(settled - started, 3)  # of took_s: waiting for the main thread to sleep
+        # of took_s: the agent compiled and started (its hooks installed), after the injection
+        script_s = round(time.monotonic() - injected, 3)
         # main_asleep false: attached while the main thread was busy (the risk described above)
         self.event(
             "trace_attach",
@@ -249,6 +252,7 @@ class TreeTracer:
             role=role,
             took_s=took,
             settle_s=settle,
+            script_s=script_s,
             main_asleep=asleep,
         )
         return True
