@@ -149,7 +149,9 @@ class TreeTracer:
         self.idle_wait_s = idle_wait_s
         self.settle_s = settle_s
         self.skip = skip
-        # Attaching takes 0.1-0.5 s per process; Chromium runs about ten of them.
+        # Each attach first waits for its process to settle (up to idle_wait_s); the pool lets
+        # those waits overlap. The injections themselves do not: Frida injects one process at a
+        # time (three started together all end together), 0.1-0.5 s each.
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attach")
 
     # -- output ---------------------------------------------------------------------------
