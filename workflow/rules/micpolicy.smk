@@ -4,8 +4,8 @@
 
 
 # One job per session, not three (extraction, analysis, timeline): a 10 000-session study
-# plans in about a minute (`make bench`, planning_scale; Snakemake's cost per job is most of
-# it, docs/layout.md), and each session's evidence is read once.
+# plans in about 36 s (`make bench`, planning_scale; Snakemake's cost per job is most of it,
+# docs/layout.md), and each session's evidence is read once.
 rule session_analysis:
     input:
         manifest=f"{SESSION_DIR}/manifest.json",
