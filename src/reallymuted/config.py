@@ -7,6 +7,7 @@ stops the run at once with a message that names the key and says what is allowed
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,20 @@ from reallymuted.paths import APPS_REGISTRY, APPS_SCHEMA
 
 class ConfigError(ValueError):
     """The configuration does not match its schema."""
+
+
+# A large study's plan is millions of Python objects (10 000 sessions: 20 000 jobs). Python's
+# full collections walk every one of them each time the heap has grown by a quarter: 19
+# passes, 8 s of the 40 s such a study took to plan (`make bench`, planning_scale). A full
+# pass after this many young ones instead of 10; the young ones still free short-lived
+# cycles, and the plan's peak memory stayed the same (810 MB).
+FULL_COLLECTION_AFTER = 1000
+
+
+def space_out_full_collections() -> None:
+    """Set the workflow process's garbage collector for planning a large study (above)."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 def load_yaml(path: str | Path) -> Any:

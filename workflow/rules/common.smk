@@ -1,17 +1,8 @@
 # Runs before any rule: validate the configuration, locate inputs, and build target lists.
 import functools
-import gc
 import re
 import sys
 from pathlib import Path
-
-# A large study's plan is millions of Python objects (10 000 sessions: 20 000 jobs). Python's
-# full collections walk every one of them each time the heap has grown by a quarter: 19
-# passes, 8 s of the 40 s such a study took to plan (`make bench`, planning_scale). A full
-# pass now waits for 1000 young ones instead of 10; the young ones still free short-lived
-# cycles, and the plan's peak memory stayed the same (810 MB).
-_young, _middle, _ = gc.get_threshold()
-gc.set_threshold(_young, _middle, 1000)
 
 REPO = Path(workflow.basedir)
 # The package is importable here and, through PYTHONPATH, in every job (also under
@@ -20,7 +11,11 @@ sys.path.insert(0, str(REPO / "src"))
 
 from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
-from reallymuted.config import export_package_path, validate_config
+from reallymuted.config import (
+    export_package_path,
+    space_out_full_collections,
+    validate_config,
+)
 from reallymuted.policy.corpus import POLICIES, POLICIES_SCHEMA, load_corpus
 from reallymuted.paths import (
     CONFIG_SCHEMA,
@@ -38,6 +33,8 @@ from reallymuted.testbed.contract import apps_with_evidence
 from reallymuted.testbed.drivers import check_apps, driver_module
 
 export_package_path(REPO / "src")
+# Before the plan is built: its full garbage collections cost seconds at scale.
+space_out_full_collections()
 
 validate_config(config, CONFIG_SCHEMA)
 

@@ -97,10 +97,10 @@ def _plan(code: Path, repetitions: int) -> dict[str, Any]:
 # Snakemake's own cost of planning: a workflow of nothing but two jobs per session shaped like
 # the study's (a recording job with five outputs, an analysis job with seven, each with a log
 # and a script), so the study's time can be read against what Snakemake needs for that many
-# jobs at all. It collects garbage as the study's workflow does (workflow/rules/common.smk).
+# jobs at all. It collects garbage as the study's workflow does.
 PLANNING_FLOOR_SNAKEFILE = """
-import gc
-gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 1000)
+from reallymuted.config import space_out_full_collections
+space_out_full_collections()
 SESSIONS = range(int(config["sessions"]))
 rule all:
     input: expand("tables/{i}/states.csv", i=SESSIONS)
