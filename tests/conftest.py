@@ -30,11 +30,17 @@ def workflow_rules(repo: Path = REPO) -> dict[str, dict[str, str | None]]:
             body = text[match.end() : end]
             conda = re.search(r"^\s+conda:\s*\n\s+(\S+)", body, re.M)
             script = re.search(r'^\s+script:\s*\n\s+"([^"]+)"', body, re.M)
+            # a per-session rule runs its script as a command (common.smk, script_command)
+            command = re.search(r'^\s+shell:\s*\n\s+script_command\("(\w+)"\)', body, re.M)
             norun = not re.search(r"^\s+(script|shell|run|wrapper|notebook):", body, re.M)
             env = conda.group(1).strip('"') if conda else None
             found[match["name"]] = {
                 "conda": constants.get(env, env),
-                "script": script.group(1) if script else None,
+                "script": script.group(1)
+                if script
+                else f"../../scripts/{command.group(1)}.py"
+                if command
+                else None,
                 "norun": "yes" if norun else None,
                 "file": str(path.relative_to(repo)),
             }

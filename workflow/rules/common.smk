@@ -1,6 +1,7 @@
 # Runs before any rule: validate the configuration, locate inputs, and build target lists.
 import functools
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,6 +9,8 @@ REPO = Path(workflow.basedir)
 # The package is importable here and, through PYTHONPATH, in every job (also under
 # --sdm conda or on a cluster node), whether or not it was pip-installed there.
 sys.path.insert(0, str(REPO / "src"))
+
+from snakemake.settings.types import DeploymentMethod
 
 from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
@@ -78,6 +81,33 @@ def code_of(script, *modules):
     return codegraph.code_digest(
         REPO / "scripts" / f"{script}.py", modules, CODE_DIGESTS
     )
+
+
+# The two rules with a job per session (`session`, `session_analysis`) run their script as a
+# `shell:` command: Snakemake reads and resolves a `script:` file once per job while it plans,
+# 4-5 s of a 10 000-session plan (docs/layout.md). The command gets what a `script:` job
+# gets: the package (Snakemake drops PYTHONPATH in a conda env), and the rule's conda env's
+# Python under --sdm conda (first on PATH once the env is active), otherwise this one.
+SCRIPT_PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else sys.executable
+)
+
+
+def script_command(script):
+    """The shell command that runs scripts/{script}.py (Snakemake formats it: braces doubled)."""
+    package = shlex.quote(str(REPO / "src"))
+    path = shlex.quote(str(REPO / "scripts" / f"{script}.py"))
+    command = (
+        f"PYTHONPATH={package}${{PYTHONPATH:+:$PYTHONPATH}} {SCRIPT_PYTHON} {path}"
+    )
+    return command.replace("{", "{{").replace("}", "}}")
+
+
+def output_options(wildcards, output):
+    """A job's named outputs as options of its script: `--name path` each."""
+    return " ".join(f"--{name} {shlex.quote(path)}" for name, path in output.items())
 
 
 def session_code(driver):

@@ -23,8 +23,12 @@ rule session_analysis:
         app=name_pattern(set(SESSIONS["apps"]) - set(PROFILE_APPS)),
     conda:
         ANALYSIS_ENV
-    script:
-        "../../scripts/session_analysis.py"
+    params:
+        outputs=output_options,
+    # a command, not `script:` (common.smk, script_command)
+    shell:
+        script_command("session_analysis") + " --log {log:q}"
+        " --manifest {input.manifest:q} {params.outputs}"
 
 
 rule session_tables:

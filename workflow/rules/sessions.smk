@@ -11,11 +11,17 @@
 # attach and doubled the feeder's worst lateness (docs/testbed.md, December 2026). A failed
 # session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
 # deletes a failed job's outputs).
+import json
+
 from reallymuted.testbed.progress import write_plan
 from reallymuted.testbed.spec import rule_params
 
-# One app's session settings, built once per app and shared by its jobs (not once per job).
-SESSION_PARAMS = {app: rule_params(SESSIONS, app) for app in SESSIONS["apps"]}
+# One app's session settings, built once per app and shared by its jobs (not once per job),
+# as the JSON its session script reads.
+SESSION_SETTINGS = {
+    app: json.dumps(rule_params(SESSIONS, app), sort_keys=True)
+    for app in SESSIONS["apps"]
+}
 
 if "testbed_session" not in workflow.global_resources:
     workflow.register_resource("testbed_session", SESSIONS["parallel"])
@@ -83,6 +89,10 @@ if not SESSIONS["replay"]:
         resources:
             testbed_session=1,
         params:
-            sessions=lambda wildcards: SESSION_PARAMS[wildcards.app],
-        script:
-            "../../scripts/session_run.py"
+            settings=lambda wildcards: SESSION_SETTINGS[wildcards.app],
+        # a command, not `script:` (common.smk, script_command)
+        shell:
+            script_command("session_run") + " --log {log:q} --app {wildcards.app}"
+            " --mode {wildcards.mode} --stimulus {wildcards.stimulus} --rep {wildcards.rep}"
+            " --stimulus-wav {input.stimulus:q} --manifest {output.manifest:q}"
+            " --settings {params.settings:q}"

@@ -477,18 +477,19 @@ def _spec_from_args(args: argparse.Namespace) -> SessionSpec:
     )
 
 
-def main_for_snakemake(snakemake: Any) -> None:
-    """Body of scripts/session_run.py: run the rule's session, fail the job on failure."""
-    params = snakemake.params
-    spec = SessionSpec.from_config(
-        params.sessions,
-        snakemake.wildcards.app,
-        snakemake.wildcards.mode,
-        snakemake.wildcards.stimulus,
-        int(snakemake.wildcards.rep),
-        snakemake.input.stimulus,
-    )
-    manifest = run_session(spec, Path(snakemake.output.manifest).parent)
+def run_for_rule(
+    settings: Mapping[str, Any],
+    app: str,
+    mode: str,
+    stimulus: str,
+    rep: int,
+    stimulus_wav: str | Path,
+    out: Path,
+) -> None:
+    """Body of scripts/session_run.py (rule `session`): run the session, fail the job on
+    failure. ``settings``: the app's part of the study's ``sessions`` config (rule_params)."""
+    spec = SessionSpec.from_config(settings, app, mode, stimulus, rep, stimulus_wav)
+    manifest = run_session(spec, out)
     line = progress_line()
     if line:  # in the job's log, and on the run's console (the stderr the job was given)
         log.info("%s", line)
