@@ -27,6 +27,7 @@ RESULTS = "results"
 RAW = f"{RESULTS}/raw"  # raw evidence, one folder per session (written by the testbed)
 SESSIONS = f"{RESULTS}/sessions"  # per-session analysis files, same folder names as RAW
 STIMULI = f"{RESULTS}/stimuli"  # what the sessions played into the microphone
+VALUES = f"{RESULTS}/values"  # each stage's named values, which the claims table reads
 TIMELINES = f"{RESULTS}/figures/timelines"
 
 # The evidence files of every session (docs/evidence.md); drivers may add their own.

@@ -4,7 +4,7 @@
 
 
 # One job per session, not three (extraction, analysis, timeline): a 10 000-session study
-# plans in about 36 s (`make bench`, planning_scale; Snakemake's cost per job is most of it,
+# plans in about 26 s (`make bench`, planning_scale; Snakemake's cost per job is most of it,
 # docs/layout.md), and each session's evidence is read once.
 rule session_analysis:
     input:

@@ -4,7 +4,9 @@ sessions side by side changed anything the study measures.
 Per session: the paced feeder's lateness and the bytes the sound server refused (the OS
 witness's lines in ``mic_trace.jsonl``), the tracer's attach failures (``trace_error``
 events) and failed attempts, and the per-session policy labels at both witnesses
-(``policy.json``); per app and mute mode, the study's labels (``mic_policy.csv``).
+(``policy.json``); per app and mute mode, the study's labels (``mic_policy.csv``); and every
+named value the study computed (``results/values/*.json``: the attack's accuracies among them),
+which the feeder's timing could move even where no label changes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reallymuted.paths import MANIFEST, RAW, SESSIONS
+from reallymuted.paths import MANIFEST, RAW, SESSIONS, VALUES
 from reallymuted.testbed.audio import OS_API
 
 
@@ -69,6 +71,41 @@ def _study_labels(workdir: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["app"], r["mute_mode"]): r for r in csv.DictReader(fh)}
 
 
+def named_values(workdir: Path) -> dict[str, Any]:
+    """Every scalar of the study's named values, as ``file:key.key[i]`` -> value."""
+    found: dict[str, Any] = {}
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{name}.{key}" if not name.endswith(":") else f"{name}{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{name}[{i}]")
+        else:
+            found[name] = value
+
+    for path in sorted((workdir / VALUES).glob("*.json")):
+        walk(json.loads(path.read_text()), f"{path.name}:")
+    return found
+
+
+def value_changes(baseline: dict[str, Any], measured: dict[str, Any]) -> list[dict[str, Any]]:
+    """The named values that differ between two runs (or that only one run has), with the
+    relative change of numbers."""
+    changes = []
+    for name in sorted(baseline.keys() | measured.keys()):
+        old, new = baseline.get(name), measured.get(name)
+        if name in baseline and name in measured and old == new:
+            continue
+        change: dict[str, Any] = {"name": name, "baseline": old, "measured": new}
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
+        if numbers and old:
+            change["relative"] = round((new - old) / abs(old), 4)
+        changes.append(change)
+    return changes
+
+
 def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
     """Session by session, what ``measured`` recorded beside ``baseline`` (two working
     directories that ran the same matrix)."""
@@ -104,6 +141,8 @@ def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
         != {k: row.get(k) for k in ("policy", "witnesses_agree")}
     ]
     paired = [s for s in sessions.values() if "baseline" in s]
+    values = {"baseline": named_values(baseline), "measured": named_values(measured)}
+    changed_values = value_changes(values["baseline"], values["measured"])
 
     def total(run: str, key: str) -> float:
         return sum(s[run][key] or 0 for s in paired)
@@ -129,6 +168,8 @@ def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
         "session_label_changes": len(label_changes),
         "study_label_changes": len(study_changes),
         "study_labels_compared": len(labels["measured"]),
+        "named_values_compared": len(values["baseline"].keys() | values["measured"].keys()),
+        "named_values_changed": len(changed_values),
     }
     return {
         "summary": summary,
@@ -138,5 +179,6 @@ def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
         and len(sessions) == len(paired),
         "session_label_changes": label_changes,
         "study_label_changes": study_changes,
+        "named_value_changes": changed_values,
         "sessions": sessions,
     }
