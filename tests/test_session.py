@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -471,12 +472,17 @@ def test_not_root_is_a_clear_failure(tone: Path, tmp_path: Path, monkeypatch) ->
 
 # --- the Snakemake rule -----------------------------------------------------------------
 
+# what a run of the workflow reads from a clone
+COPIED_FOR_A_RUN = ("Snakefile", "workflow", "scripts", "src", "envs")
+
 
 @pytest.mark.testbed
 @pytest.mark.workflow
 def test_snakemake_builds_a_session_and_a_rerun_does_nothing(
     repo_root: Path, tmp_path: Path
 ) -> None:
+    """Also from a copy of the workflow elsewhere: the per-session rules' commands carry no
+    path of the clone (Snakemake reruns a shell rule whose text changed)."""
     import yaml
 
     config = yaml.safe_load((repo_root / "config.yaml").read_text())
@@ -487,16 +493,34 @@ def test_snakemake_builds_a_session_and_a_rerun_does_nothing(
     config["sessions"]["stimuli"] = {"tone": {"kind": "tone", "seconds": 2}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     target = "results/raw/control-stops/ctrl-tone/rep1/manifest.json"
-    base = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile")]
-    base += ["-d", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-c2"]
-    run = subprocess.run([*base, target], capture_output=True, text=True, check=False)
+    analysed = "results/sessions/control-stops/ctrl-tone/rep1/policy.json"
+    work = ["-d", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-c2"]
+    base = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), *work]
+    run = subprocess.run([*base, target, analysed], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = json.loads((tmp_path / target).read_text())
     assert manifest["app"] == "control-stops" and manifest["status"] == "ok"
+    assert "policy_os" in json.loads((tmp_path / analysed).read_text())
     assert (tmp_path / "logs/sessions/control-stops/ctrl-tone/rep1.log").is_file()
-    again = subprocess.run([*base, "-n", target], capture_output=True, text=True, check=False)
-    assert again.returncode == 0
-    assert "Nothing to be done" in again.stdout + again.stderr
+    moved = tmp_path / "moved"
+    shutil.copytree(
+        repo_root,
+        moved,
+        ignore=lambda folder, names: (
+            [n for n in names if folder == str(repo_root) and n not in COPIED_FOR_A_RUN]
+            + [n for n in names if n in ("__pycache__", "node_modules", "dist")]
+        ),
+    )
+    for code in (repo_root, moved):
+        plan = [sys.executable, "-m", "snakemake", "-s", str(code / "Snakefile"), *work, "-n"]
+        again = subprocess.run(
+            [*plan, target, analysed],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert again.returncode == 0
+        assert "Nothing to be done" in again.stdout + again.stderr, (code, again.stdout[-2000:])
 
 
 @pytest.mark.testbed

@@ -128,6 +128,13 @@ def load_registry(
     return validate_config(load_yaml(path), schema)["apps"]
 
 
+def export_script_command(repo: str | Path, python: str) -> None:
+    """Where a `shell:` job's script command finds the clone and its Python
+    (REALLYMUTED_REPO, REALLYMUTED_PYTHON; workflow/rules/common.smk, script_command)."""
+    os.environ["REALLYMUTED_REPO"] = str(repo)
+    os.environ["REALLYMUTED_PYTHON"] = python
+
+
 def export_package_path(src: str | Path) -> None:
     """Put the package's source directory first on PYTHONPATH for every job's interpreter."""
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -16,6 +16,7 @@ from reallymuted import codegraph, reference
 from reallymuted.analysis.attack import attack_sessions
 from reallymuted.config import (
     export_package_path,
+    export_script_command,
     space_out_full_collections,
     validate_config,
 )
@@ -87,22 +88,26 @@ def code_of(script, *modules):
 # `shell:` command: Snakemake reads and resolves a `script:` file once per job while it plans,
 # 4-5 s of a 10 000-session plan (docs/layout.md). The command gets what a `script:` job
 # gets: the package (Snakemake drops PYTHONPATH in a conda env), and the rule's conda env's
-# Python under --sdm conda (first on PATH once the env is active), otherwise this one.
-SCRIPT_PYTHON = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
+# Python under --sdm conda (first on PATH once the env is active), otherwise this one. It
+# finds both through environment variables: a command text with this clone's paths in it
+# would rerun every session when the clone moves (Snakemake compares a shell rule's text for
+# its `code` rerun trigger), and a rule variable would be one more recorded param.
+export_script_command(
+    REPO,
+    (
+        "python"
+        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        else sys.executable
+    ),
 )
 
 
 def script_command(script):
-    """The shell command that runs scripts/{script}.py (Snakemake formats it: braces doubled)."""
-    package = shlex.quote(str(REPO / "src"))
-    path = shlex.quote(str(REPO / "scripts" / f"{script}.py"))
-    command = (
-        f"PYTHONPATH={package}${{PYTHONPATH:+:$PYTHONPATH}} {SCRIPT_PYTHON} {path}"
+    """The shell command that runs scripts/{script}.py as a job (Snakemake formats it)."""
+    return (
+        'PYTHONPATH="$REALLYMUTED_REPO/src${{PYTHONPATH:+:$PYTHONPATH}}"'
+        f' "$REALLYMUTED_PYTHON" "$REALLYMUTED_REPO/scripts/{script}.py"'
     )
-    return command.replace("{", "{{").replace("}", "}}")
 
 
 def output_options(wildcards, output):
