@@ -44,13 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--only", choices=list(BENCHMARKS), action="append")
     parser.add_argument("--all", action="store_true", help="also " + ", ".join(ON_REQUEST))
+    parser.add_argument(
+        "--keep-runs",
+        type=Path,
+        metavar="DIR",
+        help="study_parallel keeps its three study folders under DIR instead of deleting them",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     chosen = args.only or [n for n in BENCHMARKS if args.all or n not in ON_REQUEST]
     results = {}
     for name in chosen:
         log.info("benchmark %s …", name)
-        results[name] = BENCHMARKS[name](args.out)
+        if name == "study_parallel" and args.keep_runs:
+            results[name] = bench_study_parallel(args.out, keep_runs=args.keep_runs)
+        else:
+            results[name] = BENCHMARKS[name](args.out)
     log.info(
         "\n%-22s %12s %12s %7s %5s  target", "benchmark", "baseline", "measured", "ratio", "met"
     )

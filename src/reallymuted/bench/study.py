@@ -4,6 +4,7 @@ default quick study end to end with its sessions one at a time and several at on
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -199,40 +200,54 @@ def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[st
     return result
 
 
-def bench_study_parallel(out_dir: Path, cores: int = 2) -> dict[str, Any]:
+def bench_study_parallel(
+    out_dir: Path, cores: int = 2, keep_runs: Path | None = None
+) -> dict[str, Any]:
     """The default quick study end to end from nothing (after set-up), its sessions one at a
-    time (the baseline) and ``sessions.parallel`` at a time as config.yaml sets it; then what
-    the two measured, session by session (reallymuted.bench.compare)."""
+    time (the baseline), ``sessions.parallel`` at a time as config.yaml sets it, and one at a
+    time again; then what the runs measured, session by session (reallymuted.bench.compare).
+
+    The second serial run is the yardstick: what two runs of the same matrix differ by when
+    nothing but the moment changed. A value that moves under parallel sessions only says
+    something about parallelism if it moves more than that. It runs last, so a drift of the
+    machine over the hour shows as a serial difference too. With ``keep_runs`` the three
+    study folders stay there for a closer look (about 150 MB each)."""
     from reallymuted.bench.compare import compare_runs
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     parallel = int(config["sessions"]["parallel"])
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="reallymuted-bench-study-") as scratch:
-        for name, limit in (("serial", 1), ("parallel", parallel)):
+    with tempfile.TemporaryDirectory(prefix="reallymuted-bench-study-") as temporary:
+        scratch = keep_runs or Path(temporary)
+        for name, limit in (("serial", 1), ("parallel", parallel), ("serial_again", 1)):
             config["sessions"]["parallel"] = limit
-            workdir = Path(scratch) / name
+            workdir = scratch / name
+            shutil.rmtree(workdir, ignore_errors=True)
             log.info("study_parallel: the default study, %d session(s) at a time …", limit)
             runs[name] = _run_workflow(REPO, config, cores, workdir=workdir)
             runs[name]["sessions_at_once"] = limit
-        comparison = compare_runs(Path(scratch) / "serial", Path(scratch) / "parallel")
+        comparison = compare_runs(scratch / "serial", scratch / "parallel")
+        repeat = compare_runs(scratch / "serial", scratch / "serial_again")
     serial, fast = runs["serial"]["wall_s"], runs["parallel"]["wall_s"]
     ok = all(r["exit_status"] == 0 for r in runs.values())
     result = {
         "benchmark": "study_parallel",
         "what": f"the default study (config.yaml, every stage) end to end from nothing with "
-        f"`snakemake -c {cores}`, sessions one at a time (baseline) and {parallel} at a time "
-        "(measured); the comparison is per session and per policy label",
+        f"`snakemake -c {cores}`, sessions one at a time (baseline), {parallel} at a time "
+        "(measured) and one at a time again; the comparisons are per session, per policy "
+        "label and per named value, parallel against serial and serial against serial again",
         "sessions_parallel": parallel,
         "baseline": serial,
         "measured": fast,
         "ratio": round(serial / fast, 2),
         "comparison": comparison,
+        "serial_repeat": repeat,
         "runs": {k: {**v, "output_tail": v["output_tail"][-600:]} for k, v in runs.items()},
         "target": f"the study in at most {STUDY_TARGET_S / 60:.0f} min on {cores} cores, "
         "measuring the same as one session at a time (identical policy labels)",
         "met": ok and fast <= STUDY_TARGET_S and comparison["labels_identical"],
     }
     write_json(out_dir / "study_parallel.json", result)
-    log.info("study_parallel: %s", json.dumps(comparison["summary"]))
+    log.info("study_parallel: parallel against serial %s", json.dumps(comparison["summary"]))
+    log.info("study_parallel: serial against serial again %s", json.dumps(repeat["summary"]))
     return result
