@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from reallymuted.analysis import extract, micpolicy
 from reallymuted.bench.compare import compare_runs
+from reallymuted.bench.study_time import study_time
 from reallymuted.paths import RAW, VALUES, analysis_of
 from reallymuted.testbed.audio import OS_API
 
@@ -94,3 +96,20 @@ def test_a_lost_attach_and_a_silent_app_witness_are_reported(
     assert [c["session"] for c in comparison["session_label_changes"]] == [RECORDED[2]]
     assert summary["named_values_changed"] > 0
     assert all(c["name"].startswith("testbed.json:") for c in comparison["named_value_changes"])
+
+
+def test_a_study_runs_time_is_split_at_its_first_and_last_session(baseline: Path) -> None:
+    """The three recordings ran one after another (09:57:58 to 09:58:18 on 21 November)."""
+    first = datetime.fromisoformat("2026-11-21T09:57:58.141018+00:00").timestamp()
+    last = datetime.fromisoformat("2026-11-21T09:58:18.029488+00:00").timestamp()
+    time = study_time(baseline, started=first - 10.0, ended=last + 5.0, at_once=2)
+    assert time["sessions"] == len(RECORDED)
+    assert time["before_first_session_s"] == pytest.approx(10.0, abs=0.01)
+    assert time["after_last_session_s"] == pytest.approx(5.0, abs=0.01)
+    assert time["sessions_span_s"] == pytest.approx(last - first, abs=0.01)
+    assert time["wall_s"] == pytest.approx(time["sessions_span_s"] + 15.0, abs=0.02)
+    # each recording's schedule is 3.5 s; two at a time halve the floor
+    assert time["schedule_sum_s"] == pytest.approx(3 * 3.5, abs=0.01)
+    assert time["schedule_floor_s"] == pytest.approx(time["schedule_sum_s"] / 2, abs=0.01)
+    # one at a time, with short gaps between them
+    assert 0.9 < time["mean_sessions_running"] <= 1.0

@@ -67,8 +67,9 @@ class TreeSampler:
 def measure_command(
     command: list[str], cwd: Path, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run a command; return wall time, peak tree RSS and the largest single process's RSS."""
-    start = time.monotonic()
+    """Run a command; return wall time (and its epoch start and end), peak tree RSS and the
+    largest single process's RSS."""
+    started_epoch, start = time.time(), time.monotonic()
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
     )
@@ -80,6 +81,8 @@ def measure_command(
         "command": " ".join(command),
         "exit_status": process.returncode,
         "wall_s": round(wall, 2),
+        "started_epoch": round(started_epoch, 3),
+        "ended_epoch": round(started_epoch + wall, 3),
         "peak_tree_rss_mb": round(sampler.peak_bytes / 2**20, 1),
         "largest_process_rss_mb": round(largest_child_kb / 1024, 1),
         "output_tail": output.decode(errors="replace")[-2000:],

@@ -21,6 +21,7 @@ from reallymuted.bench.common import (
     measure_command,
     snakemake_command,
 )
+from reallymuted.bench.study_time import study_time
 from reallymuted.io import write_json
 
 # A study this size must plan within these (issue 14).
@@ -226,6 +227,9 @@ def bench_study_parallel(
             log.info("study_parallel: the default study, %d session(s) at a time …", limit)
             runs[name] = _run_workflow(REPO, config, cores, workdir=workdir)
             runs[name]["sessions_at_once"] = limit
+            runs[name]["time"] = study_time(
+                workdir, runs[name]["started_epoch"], runs[name]["ended_epoch"], limit
+            )
         comparison = compare_runs(scratch / "serial", scratch / "parallel")
         repeat = compare_runs(scratch / "serial", scratch / "serial_again")
     serial, fast = runs["serial"]["wall_s"], runs["parallel"]["wall_s"]
