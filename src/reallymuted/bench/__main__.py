@@ -48,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-runs",
         type=Path,
         metavar="DIR",
-        help="study_parallel keeps its three study folders under DIR instead of deleting them",
+        help="study_parallel keeps its study folders under DIR instead of deleting them",
+    )
+    parser.add_argument(
+        "--also-at-once",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="study_parallel also runs the study N sessions at a time (besides config.yaml's)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -56,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in chosen:
         log.info("benchmark %s …", name)
-        if name == "study_parallel" and args.keep_runs:
-            results[name] = bench_study_parallel(args.out, keep_runs=args.keep_runs)
+        if name == "study_parallel":
+            results[name] = bench_study_parallel(
+                args.out, keep_runs=args.keep_runs, also_at_once=tuple(args.also_at_once)
+            )
         else:
             results[name] = BENCHMARKS[name](args.out)
     log.info(

@@ -202,25 +202,31 @@ def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[st
 
 
 def bench_study_parallel(
-    out_dir: Path, cores: int = 2, keep_runs: Path | None = None
+    out_dir: Path,
+    cores: int = 2,
+    keep_runs: Path | None = None,
+    also_at_once: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """The default quick study end to end from nothing (after set-up), its sessions one at a
-    time (the baseline), ``sessions.parallel`` at a time as config.yaml sets it, and one at a
-    time again; then what the runs measured, session by session (reallymuted.bench.compare).
+    time (the baseline), ``sessions.parallel`` at a time as config.yaml sets it (and each of
+    ``also_at_once``), and one at a time again; then what the runs measured, session by
+    session (reallymuted.bench.compare).
 
     The second serial run is the yardstick: what two runs of the same matrix differ by when
     nothing but the moment changed. A value that moves under parallel sessions only says
     something about parallelism if it moves more than that. It runs last, so a drift of the
-    machine over the hour shows as a serial difference too. With ``keep_runs`` the three
-    study folders stay there for a closer look (about 150 MB each)."""
+    machine over the hour shows as a serial difference too. With ``keep_runs`` the study
+    folders stay there for a closer look (about 150 MB each)."""
     from reallymuted.bench.compare import compare_runs
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     parallel = int(config["sessions"]["parallel"])
+    levels = sorted({parallel, *also_at_once} - {1})
+    order = [("serial", 1), *((f"parallel{n}", n) for n in levels), ("serial_again", 1)]
     runs = {}
     with tempfile.TemporaryDirectory(prefix="reallymuted-bench-study-") as temporary:
         scratch = keep_runs or Path(temporary)
-        for name, limit in (("serial", 1), ("parallel", parallel), ("serial_again", 1)):
+        for name, limit in order:
             config["sessions"]["parallel"] = limit
             workdir = scratch / name
             shutil.rmtree(workdir, ignore_errors=True)
@@ -230,9 +236,12 @@ def bench_study_parallel(
             runs[name]["time"] = study_time(
                 workdir, runs[name]["started_epoch"], runs[name]["ended_epoch"], limit
             )
-        comparison = compare_runs(scratch / "serial", scratch / "parallel")
-        repeat = compare_runs(scratch / "serial", scratch / "serial_again")
-    serial, fast = runs["serial"]["wall_s"], runs["parallel"]["wall_s"]
+        comparisons = {
+            name: compare_runs(scratch / "serial", scratch / name) for name, _ in order[1:]
+        }
+    default = f"parallel{parallel}" if parallel > 1 else "serial_again"
+    comparison, repeat = comparisons[default], comparisons["serial_again"]
+    serial, fast = runs["serial"]["wall_s"], runs[default]["wall_s"]
     ok = all(r["exit_status"] == 0 for r in runs.values())
     result = {
         "benchmark": "study_parallel",
@@ -246,12 +255,22 @@ def bench_study_parallel(
         "ratio": round(serial / fast, 2),
         "comparison": comparison,
         "serial_repeat": repeat,
+        # every level run, beside the yardstick (serial_again), in brief
+        "levels": {
+            name: {
+                "sessions_at_once": runs[name]["sessions_at_once"],
+                "wall_s": runs[name]["wall_s"],
+                "labels_identical": found["labels_identical"],
+                **found["summary"],
+            }
+            for name, found in comparisons.items()
+        },
         "runs": {k: {**v, "output_tail": v["output_tail"][-600:]} for k, v in runs.items()},
         "target": f"the study in at most {STUDY_TARGET_S / 60:.0f} min on {cores} cores, "
         "measuring the same as one session at a time (identical policy labels)",
         "met": ok and fast <= STUDY_TARGET_S and comparison["labels_identical"],
     }
     write_json(out_dir / "study_parallel.json", result)
-    log.info("study_parallel: parallel against serial %s", json.dumps(comparison["summary"]))
-    log.info("study_parallel: serial against serial again %s", json.dumps(repeat["summary"]))
+    for name, found in comparisons.items():
+        log.info("study_parallel: %s against serial %s", name, json.dumps(found["summary"]))
     return result
