@@ -182,3 +182,27 @@ def compare_runs(baseline: Path, measured: Path) -> dict[str, Any]:
         "named_value_changes": changed_values,
         "sessions": sessions,
     }
+
+
+def beside_yardstick(measured: dict[str, Any], yardstick: dict[str, Any]) -> dict[str, Any]:
+    """Two comparisons with the same baseline run, e.g. parallel against serial and serial
+    again against serial: which named values moved in one, the other or both, and by how much
+    (the median of the absolute relative changes of numbers)."""
+
+    def moved(comparison: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {change["name"]: change for change in comparison["named_value_changes"]}
+
+    def median_relative(changes: list[dict[str, Any]]) -> float | None:
+        sizes = sorted(abs(c["relative"]) for c in changes if "relative" in c)
+        return sizes[len(sizes) // 2] if sizes else None
+
+    ours, theirs = moved(measured), moved(yardstick)
+    return {
+        "named_values_moved": len(ours),
+        "named_values_moved_yardstick": len(theirs),
+        "moved_in_both": len(ours.keys() & theirs.keys()),
+        "moved_only_here": sorted(ours.keys() - theirs.keys()),
+        "moved_only_in_yardstick": len(theirs.keys() - ours.keys()),
+        "median_abs_relative_change": median_relative(list(ours.values())),
+        "median_abs_relative_change_yardstick": median_relative(list(theirs.values())),
+    }

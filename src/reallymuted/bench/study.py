@@ -201,6 +201,24 @@ def bench_planning_scale(out_dir: Path, baseline_sessions: int = 500) -> dict[st
     return result
 
 
+def _in_brief(
+    run: dict[str, Any], comparison: dict[str, Any], yardstick: dict[str, Any]
+) -> dict[str, Any]:
+    """One run of the study beside the first serial run (``comparison``), and the values it
+    moved beside those the serial repeat moved (``yardstick``)."""
+    from reallymuted.bench.compare import beside_yardstick
+
+    brief = {
+        "sessions_at_once": run["sessions_at_once"],
+        "wall_s": run["wall_s"],
+        "labels_identical": comparison["labels_identical"],
+        **comparison["summary"],
+    }
+    if comparison is not yardstick:
+        brief["beside_serial_again"] = beside_yardstick(comparison, yardstick)
+    return brief
+
+
 def bench_study_parallel(
     out_dir: Path,
     cores: int = 2,
@@ -257,13 +275,7 @@ def bench_study_parallel(
         "serial_repeat": repeat,
         # every level run, beside the yardstick (serial_again), in brief
         "levels": {
-            name: {
-                "sessions_at_once": runs[name]["sessions_at_once"],
-                "wall_s": runs[name]["wall_s"],
-                "labels_identical": found["labels_identical"],
-                **found["summary"],
-            }
-            for name, found in comparisons.items()
+            name: _in_brief(runs[name], found, repeat) for name, found in comparisons.items()
         },
         "runs": {k: {**v, "output_tail": v["output_tail"][-600:]} for k, v in runs.items()},
         "target": f"the study in at most {STUDY_TARGET_S / 60:.0f} min on {cores} cores, "
