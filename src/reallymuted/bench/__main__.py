@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         "--also-at-once",
         type=int,
         action="append",
-        default=[],
         metavar="N",
-        help="study_parallel also runs the study N sessions at a time (besides config.yaml's)",
+        help="study_parallel also runs the study N sessions at a time, besides config.yaml's "
+        "(default: 2)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("benchmark %s …", name)
         if name == "study_parallel":
             results[name] = bench_study_parallel(
-                args.out, keep_runs=args.keep_runs, also_at_once=tuple(args.also_at_once)
+                args.out, keep_runs=args.keep_runs, also_at_once=tuple(args.also_at_once or [2])
             )
         else:
             results[name] = BENCHMARKS[name](args.out)

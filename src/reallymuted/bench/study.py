@@ -223,12 +223,13 @@ def bench_study_parallel(
     out_dir: Path,
     cores: int = 2,
     keep_runs: Path | None = None,
-    also_at_once: tuple[int, ...] = (),
+    also_at_once: tuple[int, ...] = (2,),
 ) -> dict[str, Any]:
     """The default quick study end to end from nothing (after set-up), its sessions one at a
-    time (the baseline), ``sessions.parallel`` at a time as config.yaml sets it (and each of
-    ``also_at_once``), and one at a time again; then what the runs measured, session by
-    session (reallymuted.bench.compare).
+    time (the baseline), ``sessions.parallel`` at a time as config.yaml sets it and each of
+    ``also_at_once`` (the candidates for the default), and one at a time again; then what the
+    runs measured, session by session (reallymuted.bench.compare). The measured value is the
+    default's run: the first serial one when config.yaml runs one session at a time.
 
     The second serial run is the yardstick: what two runs of the same matrix differ by when
     nothing but the moment changed. A value that moves under parallel sessions only says
@@ -257,16 +258,18 @@ def bench_study_parallel(
         comparisons = {
             name: compare_runs(scratch / "serial", scratch / name) for name, _ in order[1:]
         }
-    default = f"parallel{parallel}" if parallel > 1 else "serial_again"
-    comparison, repeat = comparisons[default], comparisons["serial_again"]
+    default = f"parallel{parallel}" if parallel > 1 else "serial"
+    repeat = comparisons["serial_again"]
+    comparison = comparisons.get(default, repeat)  # one at a time: beside its repeat
     serial, fast = runs["serial"]["wall_s"], runs[default]["wall_s"]
     ok = all(r["exit_status"] == 0 for r in runs.values())
     result = {
         "benchmark": "study_parallel",
         "what": f"the default study (config.yaml, every stage) end to end from nothing with "
-        f"`snakemake -c {cores}`, sessions one at a time (baseline), {parallel} at a time "
-        "(measured) and one at a time again; the comparisons are per session, per policy "
-        "label and per named value, parallel against serial and serial against serial again",
+        f"`snakemake -c {cores}`, sessions one at a time (baseline), {', '.join(map(str, levels))} "
+        f"at a time and one at a time again; measured: config.yaml's {parallel} at a time; the "
+        "comparisons are per session, per policy label and per named value, each run against "
+        "the first serial one",
         "sessions_parallel": parallel,
         "baseline": serial,
         "measured": fast,
