@@ -10,9 +10,8 @@
 # feeder's timing moved by more than two serial runs differ, so the default is 1). A session
 # holds one core of `-c`: four at once on 2 cores (the study's other jobs beside them) made 21
 # of 99 sessions lose a tracer attach and doubled the feeder's worst lateness (docs/testbed.md,
-# December 2026). A failed
-# session exits non-zero and leaves manifest.failed.json (an undeclared file: Snakemake
-# deletes a failed job's outputs).
+# December 2026). A failed session exits non-zero and leaves manifest.failed.json (an
+# undeclared file: Snakemake deletes a failed job's outputs).
 import json
 
 from reallymuted.testbed.progress import write_plan
