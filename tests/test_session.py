@@ -30,7 +30,7 @@ from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_poli
 from reallymuted.io import read_jsonl, sha256_file
 from reallymuted.paths import EVIDENCE, FAILED, MANIFEST, session_dir
 from reallymuted.study import matrix
-from reallymuted.testbed import netns, tracing
+from reallymuted.testbed import audio, netns, tracing
 from reallymuted.testbed.drivers import check_apps
 from reallymuted.testbed.drivers.control import Policy
 from reallymuted.testbed.spec import SessionSpec
@@ -166,6 +166,72 @@ def test_tracer_tells_a_sleeping_main_thread_from_a_busy_one() -> None:
             proc.kill()
             proc.wait()
     assert tracing.main_thread_asleep(sleeper.pid) is None
+
+
+@pytest.mark.testbed
+def test_a_process_that_appears_during_a_slow_attach_is_attached_meanwhile(
+    tmp_path: Path,
+) -> None:
+    # The poll hands each new process to the pool and goes on: a process whose main thread
+    # never sleeps holds one attach for its whole idle wait, and a process that appears
+    # meanwhile is attached beside it, not after it.
+    # the parent starts its child when told to, and says the child's PID
+    spawn = (
+        "import subprocess, sys, time; sys.stdin.readline(); "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(c.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", spawn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    tracer = tracing.TreeTracer(
+        [parent.pid, spinner.pid],
+        time.monotonic(),
+        tmp_path / "reads.jsonl",
+        tmp_path / "events.jsonl",
+        tmp_path / "status.json",
+        min_age_s=0.5,
+        idle_wait_s=20.0,
+    )
+    late = None
+    try:
+        time.sleep(0.6)
+        started = time.monotonic()
+        first = tracer.attach_new()
+        assert time.monotonic() - started < 1.0, "the poll waited for its attaches"
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        late = int(parent.stdout.readline())
+        time.sleep(0.6)
+        (second,) = tracer.attach_new()
+        assert second.result(timeout=15.0) is True
+        assert {parent.pid, late} <= set(tracer.sessions)
+        assert spinner.pid not in tracer.sessions, "the spinner's attach is still waiting"
+        assert not all(f.done() for f in first)
+        covered = json.loads((tmp_path / "status.json").read_text())["covered"]
+        assert {parent.pid, late} <= set(covered)
+    finally:
+        if late is not None:
+            os.kill(late, signal.SIGKILL)  # the child the parent started for this test
+        for proc in (parent, spinner):
+            proc.kill()
+            proc.wait()
+        tracer.stopping.set()
+        tracer.pool.shutdown(wait=True)
+        assert tracer.finish()
+
+
+def test_a_refused_real_time_priority_is_recorded_not_fatal() -> None:
+    # The kernel refuses the priority (here: out of range; in a container without
+    # CAP_SYS_NICE: EPERM): the process keeps its ordinary scheduler and the refusal is said.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert audio.make_realtime(sleeper.pid, 100) == "SCHED_OTHER (EINVAL)"
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_matrix_and_paths_follow_the_config() -> None:
@@ -307,6 +373,10 @@ def test_continuous_policy_reads_throughout(tone: Path, tmp_path: Path) -> None:
         assert 45 <= rate <= 55, "one 20 ms pa_simple_read after another"
     assert {r["api"] for r in app_rows} == {"pulse:pa_simple_read"}
     assert {r["pid"] for r in app_rows} == set(manifest["tracer"]["roots"])
+    # The microphone's writer and PulseAudio's drain of it ran real-time (as root, here).
+    (pulse,) = [e for e in events if e["event"] == "pulse_ready"]
+    (stimulus,) = [e for e in events if e["event"] == "stimulus_start"]
+    assert pulse["pipe_source_sched"] == stimulus["sched"] == "SCHED_FIFO:5"
     # The app received the tone itself (peak 0.5 of full scale), while muted too.
     muted_peaks = [r["peak"] for r in app_rows if mute < r["t"] < unmute]
     assert min(muted_peaks) > 0.45

@@ -44,7 +44,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +259,11 @@ class TreeTracer:
         )
         return True
 
-    def attach_new(self) -> None:
-        """Attach, in parallel, to every process of the tree not seen yet."""
+    def attach_new(self) -> list[Future[bool]]:
+        """Start attaching, in parallel, to every process of the tree not seen yet; the
+        attaches, queued on the pool, are returned (the poll does not wait for them: a poll
+        blocked behind one batch's injections left the processes that appeared meanwhile
+        unseen for a second)."""
         tree = descendants(self.roots, children_map())
         skipped = []
         new = []
@@ -282,12 +285,20 @@ class TreeTracer:
             self.pending.update(new)
         for pid, excluded in skipped:
             self.event("trace_skip", pid=pid, comm=_comm(pid), reason=f"excluded: {excluded}")
-        try:
-            list(self.pool.map(self.attach, new))
-        finally:
-            with self.lock:
-                self.pending.difference_update(new)
-        if new and self.status is not None:
+        if skipped and self.status is not None:
+            self.write_status()
+        attaches = []
+        for pid in new:
+            attach = self.pool.submit(self.attach, pid)
+            attach.add_done_callback(lambda _f, p=pid: self.attached(p))
+            attaches.append(attach)
+        return attaches
+
+    def attached(self, pid: int) -> None:
+        """An attach has ended (attached, skipped or failed): publish the coverage."""
+        with self.lock:
+            self.pending.discard(pid)
+        if self.status is not None:
             self.write_status()
 
     def excluded_by(self, pid: int) -> str | None:
@@ -351,7 +362,7 @@ class TreeTracer:
                 return 2
         with self.lock:
             self.pending.difference_update(self.roots)
-        self.attach_new()  # whatever the poll has not chosen yet
+        wait(self.attach_new())  # whatever the poll has not chosen yet
         if self.status is not None:
             self.write_status()
         print(json.dumps({"ready": sorted(self.sessions)}), flush=True)
