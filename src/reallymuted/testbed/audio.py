@@ -138,6 +138,38 @@ def wait_pulse_ready(paths: PulsePaths, alive: object, timeout: float = 10.0) ->
     raise TimeoutError(f"pulseaudio not ready after {timeout:.0f} s")
 
 
+def make_realtime(tid: int, priority: int) -> str:
+    """Put thread (or process) ``tid`` under SCHED_FIFO at ``priority``; what it runs under
+    after the attempt, e.g. ``"SCHED_FIFO:5"``, or ``"SCHED_OTHER (EPERM)"`` when refused
+    (a container without CAP_SYS_NICE, an RT group with no runtime): recorded, not fatal."""
+    refused = ""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        refused = f" ({errno.errorcode.get(exc.errno or 0, exc.errno)})"
+    return describe_scheduling(tid) + refused
+
+
+def describe_scheduling(tid: int) -> str:
+    """``"SCHED_FIFO:5"``, ``"SCHED_OTHER"``...: the policy thread ``tid`` runs under."""
+    policy = os.sched_getscheduler(tid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}
+    name = names.get(policy, str(policy))
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
+        name += f":{os.sched_getparam(tid).sched_priority}"
+    return name
+
+
+def pipe_source_thread(pulse_pid: int) -> int | None:
+    """The daemon's thread that drains the microphone's FIFO (module-pipe-source's I/O
+    thread, named "pipe-source"), if it has one."""
+    for task in Path(f"/proc/{pulse_pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().strip() == "pipe-source":
+                return int(task.name)
+    return None
+
+
 # --- the paced writer ------------------------------------------------------------------
 
 
@@ -191,14 +223,18 @@ def feed(
     pipe_bytes: int = 4096,
     reader_pid: int | None = None,
     stop_after_s: float | None = None,
+    realtime_priority: int = 0,
 ) -> None:
     """Write the stimulus into ``fifo`` in real time, looping, and log every tick to ``out``.
 
     The stimulus advances with wall time whether or not anyone reads it, like sound in a room.
     If the writer falls behind (a busy machine) it writes the missed ticks at once, so the
     microphone never runs slow; ``late_ms`` says by how much a tick was late.
+    ``realtime_priority`` > 0: the writer runs under SCHED_FIFO at that priority, so a busy
+    machine does not make it late; the first tick's line says what it got (``sched``).
     Stops cleanly on SIGTERM/SIGINT.
     """
+    sched = make_realtime(0, realtime_priority) if realtime_priority > 0 else None
     frames = load_stimulus(stimulus, rate, channels)
     per_tick = rate * tick_ms // 1000
     n_chunks = len(frames) // per_tick
@@ -264,6 +300,8 @@ def feed(
             }
             if first:
                 row["stimulus_start"] = True
+                if sched is not None:
+                    row["sched"] = sched
                 first = False
             log.write(json.dumps(row) + "\n")
             if index % 10 == 0:
@@ -288,6 +326,9 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipe-bytes", type=int, default=4096)
     p.add_argument("--reader-pid", type=int, default=None)
     p.add_argument("--stop-after", type=float, default=None, help="seconds after t0")
+    p.add_argument(
+        "--realtime-priority", type=int, default=0, help="SCHED_FIFO priority (0: not real-time)"
+    )
     args = parser.parse_args(argv)
     feed(
         args.fifo,
@@ -300,6 +341,7 @@ def _main(argv: list[str] | None = None) -> int:
         pipe_bytes=args.pipe_bytes,
         reader_pid=args.reader_pid,
         stop_after_s=args.stop_after,
+        realtime_priority=args.realtime_priority,
     )
     return 0
 

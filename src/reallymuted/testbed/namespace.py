@@ -78,7 +78,15 @@ class NamespaceRunner(Runner):
                 output=self.logs / "pulseaudio.out",
             )
             audio.wait_pulse_ready(paths, lambda: pulse.returncode() is None)
-        self.events("pulse_ready", pid=pulse.pid, source="mic", server=paths.server)
+        # PulseAudio makes its sink's I/O thread real-time but not the pipe source's: under
+        # load, a late drain of the FIFO would read as a microphone nobody was reading.
+        sched = {}
+        if spec.realtime_priority > 0:
+            drainer = audio.pipe_source_thread(pulse.pid)
+            sched["pipe_source_sched"] = (
+                audio.make_realtime(drainer, spec.realtime_priority) if drainer else "no thread"
+            )
+        self.events("pulse_ready", pid=pulse.pid, source="mic", server=paths.server, **sched)
         return paths
 
     def start_capture(self, capture_filter: str | None, interface: str = "lo") -> Path:
@@ -122,6 +130,7 @@ class NamespaceRunner(Runner):
         argv += ["--rate", str(spec.rate), "--channels", str(spec.channels)]
         argv += ["--tick-ms", str(spec.tick_ms), "--pipe-bytes", str(spec.pipe_bytes)]
         argv += ["--reader-pid", str(pulse.pid if pulse else 0)]
+        argv += ["--realtime-priority", str(spec.realtime_priority)]
         with self.blame("writer"):
             writer = self.procs.start("writer", argv, output=self.logs / "writer.log")
             deadline = time.monotonic() + 10
@@ -140,6 +149,7 @@ class NamespaceRunner(Runner):
             path=spec.stimulus_path,
             loop=True,
             tick_ms=spec.tick_ms,
+            **({"sched": first["sched"]} if "sched" in first else {}),
         )
 
     def start_guard(self, roots: list[int], env: dict[str, str]) -> None:
@@ -264,13 +274,16 @@ class NamespaceRunner(Runner):
             self.procs.stop(guard, timeout=5.0)
         tracer = self.procs.get("tracer")
         if tracer is not None:
+            t = self.now()
             rc = self.procs.stop(tracer, timeout=10.0)
             if rc != 0:
                 raise SessionFailure("stop", "tracer", f"tracer {describe_exit(rc)} on stop")
+            self.events("tracer_stop", took_s=round(self.now() - t, 3))
+        t = self.now()
         if self.driver is not None:
             with self.blame("client"):
                 self.driver.stop()
-        self.events("client_stop")
+        self.events("client_stop", took_s=round(self.now() - t, 3))
         for role, ok in (("writer", (0,)), ("capture", (0,))):
             managed = self.procs.get(role)
             if managed is not None:

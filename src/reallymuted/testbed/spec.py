@@ -36,6 +36,8 @@ class SessionSpec:
     tick_ms: int = 20
     pipe_bytes: int = 4096
     suspend_timeout_s: int = 1
+    # SCHED_FIFO priority of the paced writer and of PulseAudio's pipe-source thread (0: off)
+    realtime_priority: int = 5
     trace_poll_s: float = 0.05
     # Only for measuring the tracer's own cost (make bench): without it the session has no
     # app-level witness, and mic_trace.jsonl holds the OS witness alone.
@@ -98,6 +100,7 @@ class SessionSpec:
             tick_ms=int(audio_cfg.get("tick_ms", 20)),
             pipe_bytes=int(audio_cfg.get("pipe_bytes", 4096)),
             suspend_timeout_s=int(audio_cfg.get("suspend_timeout_s", 1)),
+            realtime_priority=int(audio_cfg.get("realtime_priority", 5)),
             guard=bool(entry.get("guard", False)),
         )
 

@@ -318,6 +318,7 @@ def _manifest(
             "tick_ms": spec.tick_ms,
             "pipe_bytes": spec.pipe_bytes,
             "suspend_timeout_s": spec.suspend_timeout_s,
+            "realtime_priority": spec.realtime_priority,
         },
         "capture": {
             "tool": spec.capture_tool,
