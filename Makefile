@@ -69,8 +69,9 @@ verify-artifact: setup
 	@test -n "$(ARCHIVE)" || { echo "usage: make verify-artifact ARCHIVE=dist/reallymuted-artifact-....tar.gz [VERIFY_DIR=dir]"; exit 2; }
 	$(BIN)/python -m reallymuted.artifact verify $(ARCHIVE) --cores $(CORES) $(if $(VERIFY_DIR),--workdir $(VERIFY_DIR))
 
+# BENCH_ARGS: e.g. --keep-runs DIR (keep the three study runs), --all (also tracer_attach)
 bench: setup
-	$(BIN)/python -m reallymuted.bench --out results/bench
+	$(BIN)/python -m reallymuted.bench --out results/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .snakemake results/*/ results/report.html
