@@ -196,6 +196,8 @@ def test_cross_validation_never_puts_a_recording_on_both_sides(monkeypatch) -> N
     held = metrics.loc[("random_forest", "heldout")]
     assert held.n_windows == len(classifier.windows(minutes, 2).y) and held.folds == 3
     assert held.macro_accuracy > 0.9, "four well-separated profiles"
+    assert held.ci_low <= held.macro_accuracy <= held.ci_high
+    assert metrics.loc[("random_forest", "validation_grouped")][["ci_low", "ci_high"]].isna().all()
     assert metrics.loc[("majority", "heldout")].macro_accuracy == pytest.approx(0.25)
     assert set(result.folds.fold) == {1, 2, 3}
     with pytest.raises(ValueError, match="at least 3"):
@@ -215,6 +217,28 @@ def test_pooled_scores_are_the_scores_of_the_pooled_predictions() -> None:
     assert accuracy == pytest.approx(classifier_training.macro_accuracy(y_true, y_pred))
     assert precision == pytest.approx(classifier_training.macro_precision(y_true, y_pred))
     assert n == 120
+
+
+def test_the_interval_resamples_recordings_within_each_activity() -> None:
+    # Two activities, three recordings (folds) each, 10 windows per recording; every window of
+    # b's third recording is taken for a: pooled macro accuracy (1 + 2/3) / 2.
+    rows = []
+    for fold in (1, 2, 3):
+        rows.append({"fold": fold, "true_activity": "a", "predicted_activity": "a", "count": 10})
+        wrong = fold == 3
+        rows.append(
+            {"fold": fold, "true_activity": "b", "predicted_activity": "a" if wrong else "b",
+             "count": 10}
+        )  # fmt: skip
+    confusion = pd.DataFrame(rows)
+    accuracy, _, _ = attack_classifier.pooled_scores(confusion)
+    assert accuracy == pytest.approx(5 / 6)
+    # A draw of b's recordings is all the wrong one with probability 1/27 (3.7 %, above the
+    # 2.5 % tail: recall 0), all right ones with 8/27: a's recall is 1 in every draw.
+    low, high = attack_classifier.recording_interval(confusion, seed=1)
+    assert (low, high) == (0.5, 1.0)
+    perfect = confusion.assign(predicted_activity=confusion.true_activity)
+    assert attack_classifier.recording_interval(perfect, seed=1) == (1.0, 1.0)
 
 
 def test_values_correlate_gains_with_input_power() -> None:
@@ -240,7 +264,7 @@ def test_learning_curve_sets_captured_beside_reference() -> None:
     metrics = pd.DataFrame(
         [
             {"source": attack.SOURCE, "window": n, "model": m, "eval_set": e, "macro_accuracy": a,
-             "macro_precision": a, "n_windows": 10}
+             "macro_precision": a, "n_windows": 10, "ci_low": a - 0.1, "ci_high": a + 0.05}
             for n in (1, 2)
             for m, base in (("majority", 0.25), ("random_forest", 0.6 + 0.1 * n))
             for e, a in (("validation_grouped", base), ("heldout", base - 0.05))
@@ -259,6 +283,7 @@ def test_learning_curve_sets_captured_beside_reference() -> None:
     assert captured.model.tolist() == ["random_forest", "random_forest"]
     assert captured.seconds_observed.tolist() == [2.0, 4.0]
     assert captured.macro_accuracy.tolist() == pytest.approx([0.65, 0.75])
+    assert captured.ci_low.tolist() == pytest.approx([0.55, 0.65])
     ref = curve[curve.source == "reference"]
     assert ref.eval_set.tolist() == ["eval1", "eval2"] and (ref.minutes_observed == 3).all()
     assert (ref.stimulus_source == attack_classifier.REFERENCE_STIMULUS_SOURCE).all()

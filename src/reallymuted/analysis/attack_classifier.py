@@ -21,7 +21,8 @@ from reallymuted.io import write_csv, write_json
 
 REFERENCE_STIMULUS_SOURCE = "authors-videos"  # the paper's ASMR videos played over the air
 HELDOUT = "heldout"
-METRIC_COLUMNS = [*classifier.METRIC_COLUMNS, "stimulus_source", "folds"]
+INTERVAL_DRAWS = 2000  # bootstrap draws of the held-out recordings
+METRIC_COLUMNS = [*classifier.METRIC_COLUMNS, "ci_low", "ci_high", "stimulus_source", "folds"]
 CURVE_COLUMNS = [
     "source",
     "stimulus_source",
@@ -34,6 +35,8 @@ CURVE_COLUMNS = [
     "macro_accuracy",
     "macro_precision",
     "n_windows",
+    "ci_low",
+    "ci_high",
     "fold_min",
     "fold_max",
     "chance",
@@ -66,6 +69,40 @@ def pooled_scores(confusion: pd.DataFrame) -> tuple[float, float, int]:
     occurring = present | (predicted_totals > 0)
     precision = (diagonal / predicted_totals.where(predicted_totals > 0)).fillna(0.0)
     return accuracy, float(precision[occurring].mean()), int(true_totals.sum())
+
+
+def recording_interval(
+    confusion_folds: pd.DataFrame, seed: int, draws: int = INTERVAL_DRAWS
+) -> tuple[float, float]:
+    """95 % interval of the pooled held-out macro accuracy over the recordings: each fold
+    holds out one recording of every activity, so (activity, fold) is one recording; each
+    draw takes, per activity, as many of its recordings as it has, with replacement, and
+    scores their pooled predictions. Windows of one recording are not independent, so the
+    recordings are what is resampled (as the leakage test's interval does). With three
+    recordings per activity the interval is coarse, and it says so by its width."""
+    diagonal = confusion_folds.true_activity == confusion_folds.predicted_activity
+    per_recording = (
+        confusion_folds.assign(correct=confusion_folds["count"].where(diagonal, 0))
+        .groupby(["true_activity", "fold"])[["correct", "count"]]
+        .sum()
+    )
+    rng = np.random.default_rng(seed)
+    recalls = []
+    for _activity, part in per_recording.groupby(level="true_activity"):
+        correct, total = part["correct"].to_numpy(), part["count"].to_numpy()
+        picked = rng.integers(0, len(part), size=(draws, len(part)))
+        drawn_total = total[picked].sum(axis=1)
+        # a draw of recordings without windows has no recall for that activity
+        recall = np.divide(
+            correct[picked].sum(axis=1),
+            drawn_total,
+            out=np.full(draws, np.nan),
+            where=drawn_total > 0,
+        )
+        recalls.append(recall)
+    accuracy = np.nanmean(np.vstack(recalls), axis=0)
+    low, high = np.nanquantile(accuracy, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def cross_validate(
@@ -122,15 +159,19 @@ def cross_validate(
                 & (confusion_folds.eval_set == row["eval_set"])
             ]
             accuracy, precision, windows = pooled_scores(cells)
+            ci_low, ci_high = recording_interval(cells, settings["seed"])
         else:
             accuracy, precision = part.macro_accuracy.mean(), part.macro_precision.mean()
             windows = int(part.n_windows.sum())
+            ci_low = ci_high = np.nan
         rows.append(
             {
                 **row,
                 "macro_accuracy": accuracy,
                 "macro_precision": precision,
                 "n_windows": windows,
+                "ci_low": ci_low,
+                "ci_high": ci_high,
                 "folds": len(part),
             }
         )
@@ -203,6 +244,8 @@ def learning_curve(
                     "macro_accuracy": r.macro_accuracy,
                     "macro_precision": r.macro_precision,
                     "n_windows": int(r.n_windows),
+                    "ci_low": r.ci_low,
+                    "ci_high": r.ci_high,
                     "fold_min": per_fold.min(),
                     "fold_max": per_fold.max(),
                     "chance": chance,
@@ -225,6 +268,8 @@ def learning_curve(
                         "macro_accuracy": r.macro_accuracy,
                         "macro_precision": r.macro_precision,
                         "n_windows": int(r.n_windows),
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
                         "fold_min": np.nan,
                         "fold_max": np.nan,
                         "chance": chance,
@@ -252,6 +297,7 @@ def classifier_values(
         values[f"macro_precision_n{n}"] = r.macro_precision
         values[f"heldout_windows_n{n}"] = r.n_windows
         values[f"macro_accuracy_fold_range_n{n}"] = [r.fold_min, r.fold_max]
+        values[f"macro_accuracy_ci_n{n}"] = [r.ci_low, r.ci_high]
         majority = metrics[
             (metrics.window == n) & (metrics.model == "majority") & (metrics.eval_set == HELDOUT)
         ]
@@ -264,6 +310,7 @@ def classifier_values(
             "headline_seconds_observed": float(top.seconds_observed),
             "selected_model": top.model,
             "macro_accuracy": float(top.macro_accuracy),
+            "macro_accuracy_ci": [float(top.ci_low), float(top.ci_high)],
             "macro_precision": float(top.macro_precision),
         }
         for r in curve[

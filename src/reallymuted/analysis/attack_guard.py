@@ -9,8 +9,8 @@ side, one row per measure, app and guard (off, on):
   (the mean and the max gain of each record; their mean and range);
 * ``telemetry classifier (reference protocol)``: the reference classifier's code
   cross-validated over recordings (:func:`reallymuted.analysis.attack_classifier.cross_validate`)
-  at the longest window: the chosen model's pooled held-out macro accuracy, the folds' range,
-  beside 1/activities;
+  at the longest window: the chosen model's pooled held-out macro accuracy with its 95 %
+  interval over the held-out recordings, beside 1/activities;
 * ``telemetry classifier (grouped test)``: the decoded windows through the leakage test's
   machinery (:func:`reallymuted.analysis.leakage.leakage_test`): accuracy with its 95 %
   interval over recordings against chance *measured* by shuffling the activities among the
@@ -136,9 +136,9 @@ def reference_protocol_row(
         "stimulus_source": stimulus_source,
         "samples": int(top.n_windows),
         "value": float(top.macro_accuracy),
-        "low": float(top.fold_min),
-        "high": float(top.fold_max),
-        "spread": "range over folds",
+        "low": float(top.ci_low),
+        "high": float(top.ci_high),
+        "spread": "95 % bootstrap over recordings",
         "chance": 1 / activities if activities else np.nan,
         "verdict": "chance: 1/activities (not measured)",
     }

@@ -125,8 +125,8 @@ def plot_attack_confusion(
 
 def plot_learning_curve(curve: pd.DataFrame, outputs: list[str | Path]) -> None:
     """Macro accuracy against the time observed per sample: captured telemetry (held-out
-    recordings; band = range over folds) and, beside it, the reference data's evaluation
-    sets for the model the reference chose per window; chance as a dotted line."""
+    recordings; band = 95 % bootstrap interval over them) and, beside it, the reference data's
+    evaluation sets for the model the reference chose per window; chance as a dotted line."""
     captured = curve[curve.source == SOURCE]
     reference = curve[curve.source != SOURCE]
     panels = [p for p in (captured, reference) if len(p)]
@@ -148,9 +148,9 @@ def plot_learning_curve(curve: pd.DataFrame, outputs: list[str | Path]) -> None:
                 ls="-" if main else "--",
                 label=f"{eval_set}",
             )
-            if rows.fold_min.notna().any():
+            if rows.ci_low.notna().any():
                 ax.fill_between(
-                    rows.window, rows.fold_min, rows.fold_max, color=colour, alpha=0.15, lw=0
+                    rows.window, rows.ci_low, rows.ci_high, color=colour, alpha=0.15, lw=0
                 )
             for r in rows.itertuples():
                 ax.annotate(

@@ -65,7 +65,7 @@ def _accuracy_panel(ax: plt.Axes, table: pd.DataFrame) -> None:
                     color=COLOURS[r.guard], capsize=3)  # fmt: skip
         note = str(r.verdict) if pd.isna(r.p_value) else f"{r.verdict} (p = {r.p_value:.2g})"
         if r.measure == REFERENCE_PROTOCOL:
-            note = "folds' range; dotted: 1/activities"
+            note = "95 % over recordings; dotted: 1/activities"
         right = np.nanmax([r.high, r.chance_high, r.chance])
         if right < 0.6:  # the note right of everything drawn on its row, else left of it
             ax.text(right + 0.03, i, note, va="center", fontsize=7)
