@@ -6,8 +6,8 @@
 # limit is that number unless given on the command line (--resources testbed_session=N). Each
 # session has its own network namespace, sound server, capture and tracer; `make bench`
 # (study_parallel) runs the study's sessions one at a time, two at a time and one at a time
-# again, and compares what they measured (docs/testbed.md: two at a time is faster, but the
-# feeder's timing moved by more than two serial runs differ, so the default is 1). A session
+# again, and compares what they measured (docs/testbed.md: with the microphone real-time, two
+# at a time moved nothing by more than two serial runs differ, so the default is 2). A session
 # holds one core of `-c`: four at once on 2 cores (the study's other jobs beside them) made 21
 # of 99 sessions lose a tracer attach and doubled the feeder's worst lateness (docs/testbed.md,
 # December 2026). A failed session exits non-zero and leaves manifest.failed.json (an
