@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted.analysis import extract, pcapread, readercheck
+from reallymuted.analysis import extract, pcapclassify, pcapread, readercheck
 from reallymuted.analysis.pcapfile import read_records
 from reallymuted.io import DataError
-from reallymuted.testbed.capture import capture_command, wait_capture_ready
+from reallymuted.testbed.capture import capture_command, wait_capture_ready, wait_last_block
 
 LOCAL, PEER = bytes([127, 0, 0, 1]), bytes([10, 0, 0, 2])
 LOCAL6, PEER6 = bytes(15) + b"\x01", bytes.fromhex("20010db8000000000000ffff0a000002")
@@ -357,7 +357,7 @@ def loopback_http(tmp_path_factory: pytest.TempPathFactory) -> Path:
         server.start()
         _client(port)
         server.join(timeout=10)
-        time.sleep(0.2)  # the last packets reach dumpcap
+        wait_last_block(time.monotonic())  # the last packets reach dumpcap
     finally:
         dumpcap.send_signal(signal.SIGINT)
         dumpcap.wait(timeout=10)
@@ -445,6 +445,108 @@ def test_a_segment_lost_or_captured_late_is_followed_as_tshark_follows_it(
     before = extract.read_packets(loopback_http, 0, reader="tshark")["protocol"].tolist()
     after = extract.read_packets(path, 0, reader="tshark")["protocol"].tolist()
     assert after != [before[s["index"]] for s in variant]
+    assert readercheck.compare_readers(path) == []
+
+
+EPHEMERAL = range(32768, 61000)  # Linux's ip_local_port_range: what a client is given
+
+
+def _registered_ports(transport: str) -> set[int]:
+    """The ports of tshark's ``tcp.port`` or ``udp.port`` table in the ephemeral range."""
+    run = subprocess.run(["tshark", "-G", "decodes"], capture_output=True, text=True, check=True)
+    rows = [line.split("\t") for line in run.stdout.splitlines()]
+    return {int(r[1]) for r in rows if r[0] == f"{transport}.port" and int(r[1]) in EPHEMERAL}
+
+
+def _unregistered_port(registered: set[int], kind: int) -> int:
+    """A free loopback port below the ephemeral range that tshark has no dissector for."""
+    for port in range(20000, 32768):
+        if port not in registered:
+            with socket.socket(socket.AF_INET, kind) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    pytest.fail("no free unregistered port on 127.0.0.1")
+
+
+def _bound(kind: int, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as error:
+        sock.close()
+        pytest.fail(f"port {port} is in use on 127.0.0.1 ({error}): rerun")
+    return sock
+
+
+RECEIVER_REPORT = struct.pack("!BBHI", 0x80, 201, 1, 0xCAFE0001)  # RTCP RR, no report blocks
+UDP_PAYLOADS = [rtp(111, 1, bytes(40)), rtp(111, 2, bytes(40)), rtp(111, 3, bytes(40)),
+                stun(), RECEIVER_REPORT, dtls_client_hello()]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def from_every_registered_port(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A capture on lo: an HTTP POST and its answer, and RTP, STUN, RTCP and DTLS datagrams,
+    sent to unregistered ports from each port of the ephemeral range in tshark's tables, and
+    from one port in none of them (its source port is returned)."""
+    tcp_ports, udp_ports = _registered_ports("tcp"), _registered_ports("udp")
+    plain = next(p for p in EPHEMERAL if p not in tcp_ports | udp_ports)
+    out = tmp_path_factory.mktemp("ports") / "ports.pcapng"
+    listener = _bound(socket.SOCK_STREAM, _unregistered_port(tcp_ports, socket.SOCK_STREAM))
+    receiver = _bound(socket.SOCK_DGRAM, _unregistered_port(udp_ports, socket.SOCK_DGRAM))
+    listener.listen()
+    http_port, udp_port = listener.getsockname()[1], receiver.getsockname()[1]
+    flt = f"tcp port {http_port} or udp port {udp_port}"
+    dumpcap = subprocess.Popen(capture_command("dumpcap", out, capture_filter=flt),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    post = b"POST /telemetry HTTP/1.1\r\nContent-Length: 5\r\n\r\nlevel"
+    try:
+        wait_capture_ready(out, lambda: dumpcap.poll() is None)
+        for port in sorted(tcp_ports | {plain}):
+            with _bound(socket.SOCK_STREAM, port) as client:
+                client.connect(("127.0.0.1", http_port))
+                conn, _ = listener.accept()
+                client.sendall(post)
+                assert _read_message(conn, b"")[0] is not None
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                conn.close()  # the server closes first: its side keeps the TIME_WAIT
+                assert _read_message(client, b"")[0] is not None
+        for port in sorted(udp_ports | {plain}):
+            with _bound(socket.SOCK_DGRAM, port) as sender:
+                for payload in UDP_PAYLOADS:
+                    sender.sendto(payload, ("127.0.0.1", udp_port))
+        wait_last_block(time.monotonic())  # the last packets reach dumpcap
+    finally:
+        dumpcap.send_signal(signal.SIGINT)
+        dumpcap.wait(timeout=10)
+        listener.close()
+        receiver.close()
+    return out, plain
+
+
+def test_a_client_on_a_registered_ephemeral_port_is_read_as_tshark_reads_it(
+    from_every_registered_port: tuple[Path, int],
+) -> None:
+    """The kernel may give a client a port tshark registers a dissector on (a CI run's audit:
+    the page's POST came from 57000, IRC's). The native reader must know which of those
+    dissectors take any payload: tshark then never names the traffic HTTP, RTP, STUN."""
+    path, plain = from_every_registered_port
+    table = extract.read_packets(path, 0, reader="tshark")
+    sent = table[table["payload_len"] > 0]
+    client = sent["sport"].where(sent["sport"].isin(EPHEMERAL), sent["dport"])
+    transport = sent["protocol"].isin(["tcp", "http", "tls"]).map({True: "tcp", False: "udp"})
+    named = sent.groupby([transport, client])["protocol"].agg(set)
+    # heuristics name everything from a port tshark does not know (the capture shows them)
+    assert named["tcp", plain] == {"http"}
+    assert named["udp", plain] == {"rtp", "rtcp", "stun", "dtls"}
+    # the claiming ports' dissectors took everything; the others let the heuristics run
+    taken = {key for key, names in named.items() if names <= {"tcp", "udp"}}
+    assert taken == {("tcp", p) for p in pcapclassify.TCP_CLAIMING_PORTS} | {
+        ("udp", p) for p in pcapclassify.UDP_CLAIMING_PORTS
+    }
     assert readercheck.compare_readers(path) == []
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_poli
 from reallymuted.io import read_jsonl, sha256_file
 from reallymuted.paths import EVIDENCE, FAILED, MANIFEST, session_dir
 from reallymuted.study import matrix
-from reallymuted.testbed import audio, netns, tracing
+from reallymuted.testbed import audio, capture, netns, tracing
 from reallymuted.testbed.drivers import check_apps
 from reallymuted.testbed.drivers.control import Policy
 from reallymuted.testbed.spec import SessionSpec
@@ -220,6 +221,30 @@ def test_a_process_that_appears_during_a_slow_attach_is_attached_meanwhile(
         tracer.stopping.set()
         tracer.pool.shutdown(wait=True)
         assert tracer.finish()
+
+
+@pytest.mark.testbed
+def test_the_capture_keeps_what_was_sent_just_before_it_is_stopped(tmp_path: Path) -> None:
+    # libpcap hands dumpcap its packets in blocks and SIGINT loses the open one: a client's
+    # last packets (an RTCP BYE, a beacon on leaving) would be missing. The stop waits first.
+    out = tmp_path / "burst.pcapng"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        port = receiver.getsockname()[1]
+        argv = capture.capture_command("dumpcap", out, capture_filter=f"udp port {port}")
+        dumpcap = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            capture.wait_capture_ready(out, lambda: dumpcap.poll() is None)
+            time.sleep(0.5)  # the block opened by the burst is its own
+            for k in range(30):
+                receiver.sendto(b"burst %d" % k, ("127.0.0.1", port))
+            sent = time.monotonic()
+            waited = capture.wait_last_block(sent)
+        finally:
+            dumpcap.send_signal(signal.SIGINT)
+            dumpcap.wait(timeout=10)
+    assert capture.BLOCK_TIMEOUT_S < waited <= capture.BLOCK_TIMEOUT_S + 0.2
+    assert len(extract.read_packets(out, 0)) == 30
 
 
 def test_a_refused_real_time_priority_is_recorded_not_fatal() -> None:

@@ -8,7 +8,8 @@ CSRCs, extension and padding within the datagram: 4.0's heuristic has no even-po
 RTCP (SR/RR/BYE/APP/PSFB first, length a multiple of 4), DTLS (records ending exactly at the
 datagram's end). RTP with the marker bit and payload type 64..95 is handed to RTCP
 (``rtp:rtcp``, no RTP fields), as tshark does for rtcp-mux. TCP: HTTP ports, decode-as ports
-or the HTTP first-line heuristic (which then holds for the conversation); an HTTP message is
+and ports whose dissector takes any payload, the lower port first; then the HTTP first-line
+heuristic (which then holds for the conversation); an HTTP message is
 named on the segment that completes it (headers to the empty line, then Content-Length or
 chunked body), a segment that leaves it incomplete stays ``tcp``, data outside a message is
 HTTP continuation when binary or once its first line is whole, if the conversation had a
@@ -20,9 +21,13 @@ upper-case first byte or port 5060), DTLS candidates and TCP payloads are read o
 Known differences from tshark (none occurs in the study's captures, see tests/test_pcapread.py):
 
 * only these UDP ports are known: 53 dns, 3478 stun, 5060 sip, 5353 mdns, 853/2221/5684/5868
-  dtls; tshark knows ~330, so traffic on another registered port (an ephemeral port that
-  happens to be one) may be named by tshark after that port's protocol; the other ~60
-  UDP heuristics of tshark (WireGuard, QUIC, ...) are not tried;
+  dtls, and the ephemeral ports whose dissector takes any payload (``UDP_CLAIMING_PORTS``);
+  tshark knows ~330, so traffic on another registered port below 32768 may be named by
+  tshark after that port's protocol; the other ~60 UDP heuristics of tshark (WireGuard,
+  QUIC, ...) are not tried;
+* TCP: of tshark's ~570 registered ports only its HTTP ports and the ephemeral ports whose
+  dissector takes any payload (``TCP_CLAIMING_PORTS``) are known: HTTP or TLS to a server
+  on another registered port is named as if the port were not;
 * TCP: two kinds of segment starting before the highest sequence number seen, which tshark
   tells from retransmissions by time, are left out here like retransmissions: one out of
   order (within the connection's first round-trip time, or 3 ms, of that highest one),
@@ -38,6 +43,7 @@ Known differences from tshark (none occurs in the study's captures, see tests/te
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +54,15 @@ from reallymuted.io import DataError
 UDP_PORTS = {53: "dns", 3478: "stun", 5060: "sip", 5353: "mdns"}
 UDP_PORTS |= dict.fromkeys((853, 2221, 5684, 5868), "dtls")
 HTTP_TCP_PORTS = {80, 3128, 3132, 5985, 8080, 8088, 11371, 1900, 2869, 2710}
+# Ports of Linux's ephemeral range (32768-60999) that tshark 4.0 hands to a dissector which
+# takes any payload: a client given one of them by the kernel has its HTTP, RTP or STUN named
+# after that protocol instead (a CI run's audit: a page's POST from port 57000 was IRC). The
+# range's other registered ports belong to dissectors that refuse what is not theirs;
+# tests/test_pcapread.py sends from every one of them.
+TCP_CLAIMING_PORTS = {34980: "ecatf", 44321: "pcp", 44322: "pmproxy", 44818: "enip"}
+TCP_CLAIMING_PORTS |= {48049: "cbsp", 48898: "ams", 57000: "irc"}
+UDP_CLAIMING_PORTS = {34962: "pn_rt", 34980: "ecatf", 37008: "tzsp", 41170: "manolito"}
+UDP_CLAIMING_PORTS |= {44818: "enip", 47000: "hcrt", 54328: "elasticsearch"}
 RTCP_HEURISTIC_TYPES = [200, 201, 203, 204, 206]  # SR, RR, BYE, APP, PSFB may open a compound
 SIP_START = re.compile(
     rb"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3}[^\r\n]*)\r?\n"
@@ -263,9 +278,16 @@ def _continuation(buffer: bytes, requested: bool) -> bool | None:
 
 
 def classify_tcp(
-    b: Bytes, f: Flows, http_ports: set[int], seq: np.ndarray, ack: np.ndarray, flags: np.ndarray
+    b: Bytes,
+    f: Flows,
+    http_ports: set[int],
+    seq: np.ndarray,
+    ack: np.ndarray,
+    flags: np.ndarray,
+    other_ports: Collection[int] = TCP_CLAIMING_PORTS,
 ) -> list[tuple[int, int, str | None, str | None]]:
     """TCP segments in capture order: (row, code, HTTP methods, URIs) of the named ones.
+    ``other_ports`` belong to other dissectors (a decode-as rule to HTTP takes a port back).
 
     Each segment's sequence and acknowledgment numbers and flags follow each direction's
     stream as tshark 4.0's sequence analysis and reassembly do (tcp.desegment_tcp_streams
@@ -329,7 +351,12 @@ def classify_tcp(
                     broken[key] = (expected - len(pending) + length) % 2**32
         if left_out:
             continue
-        by_port = sport[i] in http_ports or dport[i] in http_ports
+        # tshark tries the lower port's dissector, then the higher one's, then heuristics
+        low, high = sorted((int(sport[i]), int(dport[i])))
+        owner = next((p for p in (low, high) if p in http_ports or p in other_ports), None)
+        if owner is not None and owner not in http_ports:
+            continue  # another dissector took it: never HTTP or TLS
+        by_port = owner is not None
         if not (by_port or conversation in http_conversations):
             if _http_start(data):
                 http_conversations.add(conversation)

@@ -33,6 +33,7 @@ from reallymuted.analysis.pcapclassify import (
     CODE,
     HTTP_TCP_PORTS,
     NAMES,
+    UDP_CLAIMING_PORTS,
     UDP_PORTS,
     Flows,
     classify_tcp,
@@ -68,8 +69,8 @@ def packet_table(
     pl = l4 + 8
     captured = np.clip(np.minimum(net.end[udp], l4 + ulen) - pl, 0, None)
     flows = Flows(src[udp], dst[udp], sport[udp], dport[udp], pl, ulen - 8, captured)
-    code[udp] = classify_udp(b, flows, UDP_PORTS | udp_rules)
-    code[udp[code[udp] == -1]] = CODE["udp"]
+    code[udp] = classify_udp(b, flows, UDP_CLAIMING_PORTS | UDP_PORTS | udp_rules)
+    code[udp[code[udp] < 0]] = CODE["udp"]  # -2: after a protocol outside the list, also udp
     tcp = np.flatnonzero(net.proto == 6)
     l4 = net.l4[tcp]
     sport[tcp], dport[tcp] = b.u16(l4), b.u16(l4 + 2)

@@ -272,7 +272,7 @@ class AuditRecorder:
     # -- the end --------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop in an order that loses nothing: tracer (drains its agents), app, witness,
-        capture; then remove the namespace and the uplink."""
+        capture (once it holds the app's last packets); then remove the namespace and the uplink."""
         self.status("stop")
         self.event("leave", ended_by=self.ended_by)
         for role, timeout in (("tracer", 10.0), ("app", 8.0), ("os-witness", 3.0)):
@@ -280,10 +280,12 @@ class AuditRecorder:
             if managed is not None:
                 self.procs.stop(managed, timeout=timeout)
         self.event("client_stop")
-        capture_proc = self.procs.get("capture")
+        client_gone = time.monotonic()
+        capture_proc, waited = self.procs.get("capture"), 0.0
         if capture_proc is not None:
+            waited = capture.wait_last_block(client_gone)  # the app's last packets are kept
             self.procs.stop(capture_proc, timeout=5.0)
-        self.event("capture_stop")
+        self.event("capture_stop", waited_s=round(waited, 3))
         self.event("session_end")
         self.events.close()
 

@@ -447,9 +447,12 @@ class HostRunner(Runner):
             with self.blame("client"):
                 self.driver.stop()
         self.events("client_stop")
+        client_gone = time.monotonic()
         for role in ("player", "capture"):
             proc = self.procs.pop(role, None)
             if proc is not None:
+                if role == "capture":  # as on Linux; not measured with npcap
+                    capture.wait_last_block(client_gone)
                 _interrupt(proc)
                 _kill(proc, 5.0)
         self.events("capture_stop")

@@ -266,7 +266,8 @@ class NamespaceRunner(Runner):
         raise SessionFailure(self.step, "runner", f"no {name} event")
 
     def stop(self) -> None:
-        """Stop in an order that loses nothing: tracer (drains its agents), client, mic, capture."""
+        """Stop in an order that loses nothing: tracer (drains its agents), client, mic, and the
+        capture once it holds the client's last packets."""
         self.enter("stop")
         self.check()
         guard = self.procs.get("guard")
@@ -284,18 +285,25 @@ class NamespaceRunner(Runner):
             with self.blame("client"):
                 self.driver.stop()
         self.events("client_stop", took_s=round(self.now() - t, 3))
-        for role, ok in (("writer", (0,)), ("capture", (0,))):
-            managed = self.procs.get(role)
-            if managed is not None:
-                rc = self.procs.stop(managed, timeout=5.0)
-                if rc not in ok:
-                    raise SessionFailure("stop", role, f"{role} {describe_exit(rc)} on stop")
-        self.events("capture_stop")
+        client_gone = time.monotonic()  # its last packets (an RTCP BYE, a beacon) are sent
+        writer = self.procs.get("writer")
+        if writer is not None:
+            self.stop_or_fail(writer)
         pulse = self.procs.get("pulseaudio")
         if pulse is not None:
             self.procs.stop(pulse, timeout=3.0)
+        capture_proc, waited = self.procs.get("capture"), 0.0
+        if capture_proc is not None:
+            waited = capture.wait_last_block(client_gone)
+            self.stop_or_fail(capture_proc)
+        self.events("capture_stop", waited_s=round(waited, 3))
         self.result["strays"] = self.stop_strays()
         self.result["end_t"] = self.events("session_end")
+
+    def stop_or_fail(self, managed: netns.Managed) -> None:
+        rc, role = self.procs.stop(managed, timeout=5.0), managed.role
+        if rc != 0:
+            raise SessionFailure("stop", role, f"{role} {describe_exit(rc)} on stop")
 
     def stop_strays(self) -> list[dict[str, Any]]:
         """Stop helpers our tools left behind in the namespace (e.g. Frida's injector)."""

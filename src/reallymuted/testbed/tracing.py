@@ -287,19 +287,19 @@ class TreeTracer:
             self.event("trace_skip", pid=pid, comm=_comm(pid), reason=f"excluded: {excluded}")
         if skipped and self.status is not None:
             self.write_status()
-        attaches = []
-        for pid in new:
-            attach = self.pool.submit(self.attach, pid)
-            attach.add_done_callback(lambda _f, p=pid: self.attached(p))
-            attaches.append(attach)
-        return attaches
+        return [self.pool.submit(self.attach_and_publish, pid) for pid in new]
 
-    def attached(self, pid: int) -> None:
-        """An attach has ended (attached, skipped or failed): publish the coverage."""
-        with self.lock:
-            self.pending.discard(pid)
-        if self.status is not None:
-            self.write_status()
+    def attach_and_publish(self, pid: int) -> bool:
+        """Attach, then publish the coverage, before the attach's future is done: whoever
+        waits on the future then finds the status written (a done-callback runs after the
+        waiters are woken: a CI run read the status before it)."""
+        try:
+            return self.attach(pid)
+        finally:
+            with self.lock:
+                self.pending.discard(pid)
+            if self.status is not None:
+                self.write_status()
 
     def excluded_by(self, pid: int) -> str | None:
         """The driver's skip pattern found in the process's command line, if any."""
