@@ -285,7 +285,7 @@ class NamespaceRunner(Runner):
             with self.blame("client"):
                 self.driver.stop()
         self.events("client_stop", took_s=round(self.now() - t, 3))
-        client_gone = time.monotonic()  # its last packets (an RTCP BYE, a beacon) are sent
+        client_gone = time.monotonic()  # it has sent its last packets (an RTCP BYE, a beacon)
         writer = self.procs.get("writer")
         if writer is not None:
             self.stop_or_fail(writer)
