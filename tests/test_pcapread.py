@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from reallymuted.analysis import extract, pcapclassify, pcapread, readercheck
+from reallymuted import tshark_ports
+from reallymuted.analysis import extract, pcapread, readercheck
 from reallymuted.analysis.pcapfile import read_records
 from reallymuted.io import DataError
 from reallymuted.testbed.capture import capture_command, wait_capture_ready, wait_last_block
@@ -544,8 +545,8 @@ def test_a_client_on_a_registered_ephemeral_port_is_read_as_tshark_reads_it(
     assert named["udp", plain] == {"rtp", "rtcp", "stun", "dtls"}
     # the claiming ports' dissectors took everything; the others let the heuristics run
     taken = {key for key, names in named.items() if names <= {"tcp", "udp"}}
-    assert taken == {("tcp", p) for p in pcapclassify.TCP_CLAIMING_PORTS} | {
-        ("udp", p) for p in pcapclassify.UDP_CLAIMING_PORTS
+    assert taken == {("tcp", p) for p in tshark_ports.TCP_CLAIMING_PORTS} | {
+        ("udp", p) for p in tshark_ports.UDP_CLAIMING_PORTS
     }
     assert readercheck.compare_readers(path) == []
 

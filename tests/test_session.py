@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from reallymuted import tshark_ports
 from reallymuted.analysis import extract
 from reallymuted.analysis.evidence import mute_segments
 from reallymuted.analysis.micpolicy import PolicyLabel, PolicyParams, label_policy
@@ -245,6 +246,44 @@ def test_the_capture_keeps_what_was_sent_just_before_it_is_stopped(tmp_path: Pat
             dumpcap.wait(timeout=10)
     assert capture.BLOCK_TIMEOUT_S < waited <= capture.BLOCK_TIMEOUT_S + 0.2
     assert len(extract.read_packets(out, 0)) == 30
+
+
+# Inside a namespace: the ephemeral range narrowed to 50 ports around two reserved ones, every
+# port the kernel hands out for a bind to port 0, over UDP then TCP, until none is left.
+BIND_UNTIL_EXHAUSTED = """
+import json, socket
+open("/proc/sys/net/ipv4/ip_local_port_range", "w").write("34950 34999")
+given, kept = {}, []
+for kind, name in ((socket.SOCK_DGRAM, "udp"), (socket.SOCK_STREAM, "tcp")):
+    given[name] = []
+    while True:
+        sock = socket.socket(socket.AF_INET, kind)
+        try:
+            sock.bind(("127.0.0.1", 0))
+        except OSError:
+            break
+        kept.append(sock)
+        given[name].append(sock.getsockname()[1])
+print(json.dumps(given))
+"""
+
+
+@pytest.mark.testbed
+def test_a_namespace_gives_no_client_a_port_tshark_would_misname() -> None:
+    # the setting is the namespace's own: the machine's is left as it was
+    name = f"{netns.PREFIX}{os.getpid()}-ports"
+    host = Path(netns.RESERVED_PORTS).read_text()
+    netns.create(name)
+    try:
+        argv = [*netns.exec_prefix(name), sys.executable, "-c", BIND_UNTIL_EXHAUSTED]
+        given = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
+    finally:
+        netns.destroy(name)
+    claiming = {*tshark_ports.TCP_CLAIMING_PORTS, *tshark_ports.UDP_CLAIMING_PORTS}
+    assert {34962, 34980} <= claiming
+    for ports in given.values():
+        assert sorted(ports) == [p for p in range(34950, 35000) if p not in claiming]
+    assert Path(netns.RESERVED_PORTS).read_text() == host
 
 
 def test_a_refused_real_time_priority_is_recorded_not_fatal() -> None:

@@ -50,19 +50,11 @@ import numpy as np
 
 from reallymuted.analysis.pcapfile import Bytes
 from reallymuted.io import DataError
+from reallymuted.tshark_ports import TCP_CLAIMING_PORTS
 
 UDP_PORTS = {53: "dns", 3478: "stun", 5060: "sip", 5353: "mdns"}
 UDP_PORTS |= dict.fromkeys((853, 2221, 5684, 5868), "dtls")
 HTTP_TCP_PORTS = {80, 3128, 3132, 5985, 8080, 8088, 11371, 1900, 2869, 2710}
-# Ports of Linux's ephemeral range (32768-60999) that tshark 4.0 hands to a dissector which
-# takes any payload: a client given one of them by the kernel has its HTTP, RTP or STUN named
-# after that protocol instead (a CI run's audit: a page's POST from port 57000 was IRC). The
-# range's other registered ports belong to dissectors that refuse what is not theirs;
-# tests/test_pcapread.py sends from every one of them.
-TCP_CLAIMING_PORTS = {34980: "ecatf", 44321: "pcp", 44322: "pmproxy", 44818: "enip"}
-TCP_CLAIMING_PORTS |= {48049: "cbsp", 48898: "ams", 57000: "irc"}
-UDP_CLAIMING_PORTS = {34962: "pn_rt", 34980: "ecatf", 37008: "tzsp", 41170: "manolito"}
-UDP_CLAIMING_PORTS |= {44818: "enip", 47000: "hcrt", 54328: "elasticsearch"}
 RTCP_HEURISTIC_TYPES = [200, 201, 203, 204, 206]  # SR, RR, BYE, APP, PSFB may open a compound
 SIP_START = re.compile(
     rb"^(?:[A-Z]+ \S+ SIP/2\.0|SIP/2\.0 \d{3}[^\r\n]*)\r?\n"

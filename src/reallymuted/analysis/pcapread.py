@@ -33,7 +33,6 @@ from reallymuted.analysis.pcapclassify import (
     CODE,
     HTTP_TCP_PORTS,
     NAMES,
-    UDP_CLAIMING_PORTS,
     UDP_PORTS,
     Flows,
     classify_tcp,
@@ -43,6 +42,7 @@ from reallymuted.analysis.pcapclassify import (
 from reallymuted.analysis.pcapfile import Bytes, read_records
 from reallymuted.analysis.pcapnetwork import Network, icmp_errors, ip_layer, link_layer, reassemble
 from reallymuted.io import DataError
+from reallymuted.tshark_ports import UDP_CLAIMING_PORTS
 
 
 def packet_table(

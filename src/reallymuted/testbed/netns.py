@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from reallymuted.tshark_ports import TCP_CLAIMING_PORTS, UDP_CLAIMING_PORTS
+
 log = logging.getLogger(__name__)
 
 PREFIX = "reallymuted-"
+RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 
 
 class EnvironmentProblem(RuntimeError):
@@ -59,7 +62,8 @@ def names() -> list[str]:
 
 
 def create(name: str) -> None:
-    """Create the namespace with its loopback interface up (and nothing else)."""
+    """Create the namespace with its loopback interface up (and nothing else), and the
+    ephemeral ports tshark would misname reserved."""
     result = _ip("netns", "add", name)
     if result.returncode != 0:
         raise EnvironmentProblem(f"ip netns add {name}: {result.stderr.strip()}")
@@ -67,6 +71,16 @@ def create(name: str) -> None:
     if result.returncode != 0:
         _ip("netns", "del", name)
         raise EnvironmentProblem(f"ip -n {name} link set lo up: {result.stderr.strip()}")
+    # No client here is given a port on which tshark names whatever is sent after another
+    # protocol: its RTP or HTTP would go uncounted (reallymuted.tshark_ports).
+    reserved = ",".join(map(str, sorted({*TCP_CLAIMING_PORTS, *UDP_CLAIMING_PORTS})))
+    write = f"echo {reserved} > {RESERVED_PORTS}"  # the namespace's own copy of the setting
+    result = subprocess.run(
+        [*exec_prefix(name), "sh", "-c", write], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        _ip("netns", "del", name)
+        raise EnvironmentProblem(f"reserving ports in {name}: {result.stderr.strip()}")
 
 
 def pids(name: str) -> list[int]:
