@@ -21,13 +21,13 @@ upper-case first byte or port 5060), DTLS candidates and TCP payloads are read o
 Known differences from tshark (none occurs in the study's captures, see tests/test_pcapread.py):
 
 * only these UDP ports are known: 53 dns, 3478 stun, 5060 sip, 5353 mdns, 853/2221/5684/5868
-  dtls, and the ephemeral ports whose dissector takes any payload (``UDP_CLAIMING_PORTS``);
+  dtls, and the ephemeral ports whose dissector takes any payload (``tshark_ports``);
   tshark knows ~330, so traffic on another registered port below 32768 may be named by
   tshark after that port's protocol; the other ~60 UDP heuristics of tshark (WireGuard,
   QUIC, ...) are not tried;
 * TCP: of tshark's ~570 registered ports only its HTTP ports and the ephemeral ports whose
-  dissector takes any payload (``TCP_CLAIMING_PORTS``) are known: HTTP or TLS to a server
-  on another registered port is named as if the port were not;
+  dissector takes any payload (``tshark_ports``) are known: HTTP or TLS to a server on
+  another registered port is named as if the port were not;
 * TCP: two kinds of segment starting before the highest sequence number seen, which tshark
   tells from retransmissions by time, are left out here like retransmissions: one out of
   order (within the connection's first round-trip time, or 3 ms, of that highest one),
