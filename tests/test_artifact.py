@@ -26,7 +26,7 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from reallymuted import artifact
+from reallymuted import artifact, debian
 from reallymuted.paths import EVIDENCE, MANIFEST, session_dir
 from reallymuted.study import matrix
 from reallymuted.testbed.stimuli import make_stimulus
@@ -149,10 +149,10 @@ def test_archive_holds_evidence_outputs_and_provenance(archive: Path) -> None:
     # the installed Debian set, and where it is not what envs/apt.lock says
     installed = manifest["tools"]["debian_packages"]
     assert installed["tshark"] and installed["chromium"]
-    lock = artifact.debian.read_lock(artifact.default_repo() / artifact.debian.LOCK)
+    lock = debian.read_lock(artifact.default_repo() / debian.LOCK)
     drifted = {d["package"]: d["installed"] for d in manifest["tools"]["debian_drift"]}
     assert drifted == {n: v for n, v in installed.items() if v != lock[n]}
-    assert "src/reallymuted/artifact.py" in manifest["code"]
+    assert "src/reallymuted/artifact/pack.py" in manifest["code"]
     roles = {e["role"] for e in manifest["files"].values()}
     assert {"evidence", "output", "log", "reference", "config"} <= roles
     for name, entry in manifest["files"].items():
@@ -192,8 +192,8 @@ def test_verification_reports_packages_that_differ_from_the_study(tmp_path: Path
     """A study made with other Debian builds than this machine has: named, with both versions,
     and a build of another major version marked as a failure of the lock."""
     repo = artifact.default_repo()
-    lock = artifact.debian.read_lock(repo / artifact.debian.LOCK)
-    here = artifact.debian.installed_versions(lock)
+    lock = debian.read_lock(repo / debian.LOCK)
+    here = debian.installed_versions(lock)
     if not here["tshark"]:
         pytest.skip("tshark is not installed (run `make setup`)")
     study = {**lock, "tshark": "3.6.2-1"}
