@@ -30,6 +30,7 @@ from reallymuted.analysis import (
     extract,
     leakage,
 )
+from reallymuted.analysis.telemetry import gainmodel
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.config import load_yaml, validate_config
 from reallymuted.study import ACTIVITIES
@@ -91,7 +92,7 @@ def test_fed_samples_follow_the_writers_tick_grid() -> None:
     assert levels["input_ticks"] == 1 and levels["input_seconds"] == pytest.approx(0.02)
     fed = np.array([0, 1, 2, 3]) / 100
     assert levels["input_dbfs"] == pytest.approx(10 * np.log10(np.mean(fed**2)))
-    gains = ts.frame_gain(np.sqrt(np.mean(fed.reshape(2, 2) ** 2, axis=1)))
+    gains = gainmodel.frame_gain(np.sqrt(np.mean(fed.reshape(2, 2) ** 2, axis=1)))
     assert (levels["model_max_gain"], levels["model_min_gain"]) == (gains.max(), gains.min())
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from reallymuted.analysis import evidence, extract, telemetry
+from reallymuted.analysis.telemetry import gainmodel, witnesses
 from reallymuted.analysis.telemetry import sessions as ts
 from reallymuted.io import DataError, read_jsonl
 from reallymuted.paths import EVIDENCE, MANIFEST
@@ -127,12 +128,12 @@ def test_collector_reads_chunked_bodies(running_collector) -> None:
 
 def test_the_gain_model_is_monotone_and_on_the_papers_scale() -> None:
     rms = np.array([0.0, 1e-9, 1e-5, 0.001, 0.01, 0.5 / np.sqrt(2), 1 / np.sqrt(2), 1.0, 2.0])
-    gains = ts.frame_gain(rms)
+    gains = gainmodel.frame_gain(rms)
     assert gains.tolist() == [0, 0, 0, 40, 60, 91, 97, 100, 100]
-    fine = ts.frame_gain(np.logspace(-6, 0, 500))
+    fine = gainmodel.frame_gain(np.logspace(-6, 0, 500))
     assert (np.diff(fine) >= 0).all() and fine.min() >= 0 and fine.max() <= 100
     # halves round up, as the page's Math.round does
-    assert ts.frame_gain(10 ** (-39.5 / 20)).item() == 61
+    assert gainmodel.frame_gain(10 ** (-39.5 / 20)).item() == 61
 
 
 def test_a_frame_holds_a_gap_from_one_ms_of_digital_silence() -> None:
@@ -141,9 +142,9 @@ def test_a_frame_holds_a_gap_from_one_ms_of_digital_silence() -> None:
     samples[1000:1047] = 0  # 47 zeros: too short
     samples[2000:2048] = 0  # 48 zeros inside frame 4
     samples[4780:4840] = 0  # 60 zeros from frame 9 into 10: 1 ms is reached in frame 10
-    assert np.flatnonzero(ts.frame_gaps(samples, rate)).tolist() == [4, 10]
-    assert not ts.frame_gaps(samples[:479], rate).size, "no whole frame, no verdict"
-    assert ts.frame_gaps(np.zeros(960), rate).tolist() == [True, True]
+    assert np.flatnonzero(gainmodel.frame_gaps(samples, rate)).tolist() == [4, 10]
+    assert not gainmodel.frame_gaps(samples[:479], rate).size, "no whole frame, no verdict"
+    assert gainmodel.frame_gaps(np.zeros(960), rate).tolist() == [True, True]
 
 
 def test_steps_stimulus_holds_each_level_for_a_step(tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_a_record_round_trips_through_the_decoder() -> None:
         for r in evidence.read_log(SAMPLE / "collector.jsonl")
         if r["event"] == "request" and r["method"] == "POST"
     )
-    rows, problems = ts.decode_body(evidence.request_body(post), "sample")
+    rows, problems = witnesses.decode_body(evidence.request_body(post), "sample")
     assert problems == [] and len(rows) == 1
     (row,) = rows
     payload, _ = telemetry.decode_gzipb64(
@@ -440,10 +441,10 @@ def test_a_crash_pyshark_reports_at_close_keeps_the_posts_only_if_tshark_lists_t
     """pyshark's close can report tshark crashed when its child watcher missed the exit; the
     posts already read are kept only when tshark, asked again, lists exactly their frames."""
     port = json.loads((SAMPLE / MANIFEST).read_text())["client"]["server_ports"][0]
-    posts = ts.pcap_posts(SAMPLE / "traffic.pcapng", port)
+    posts = witnesses.pcap_posts(SAMPLE / "traffic.pcapng", port)
     assert len(posts) == 5
     crash = RuntimeError("TShark seems to have crashed (retcode: 255)")
     flt = f'tcp.dstport == {port} && http.request.method == "POST"'
-    ts._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts)  # all read: kept
+    witnesses._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts)  # all read: kept
     with pytest.raises(DataError, match="tshark failed while reading the POSTs"):
-        ts._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts[:-1])
+        witnesses._check_crash(crash, SAMPLE / "traffic.pcapng", port, flt, posts[:-1])

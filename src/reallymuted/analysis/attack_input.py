@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reallymuted.analysis.telemetry.sessions import frame_gain, frame_gaps
+from reallymuted.analysis.telemetry.gainmodel import frame_gain, frame_gaps
 from reallymuted.io import DataError
 
 
@@ -74,9 +74,9 @@ def input_levels(
     """Input level over [start, end) of the session clock: ticks accepted, seconds fed,
     unweighted and A-weighted level of the fed samples (see the module docstring), and the
     max/mean/min gain the profile's gain model gives those samples in 10 ms frames
-    (:func:`reallymuted.analysis.telemetry.sessions.frame_gain`): what the record should say;
+    (:func:`reallymuted.analysis.telemetry.gainmodel.frame_gain`): what the record should say;
     and how many of those frames hold a gap
-    (:func:`~reallymuted.analysis.telemetry.sessions.frame_gaps`)."""
+    (:func:`~reallymuted.analysis.telemetry.gainmodel.frame_gaps`)."""
     ticks = os_ticks[(os_ticks.t >= start) & (os_ticks.t < end)]
     samples = fed_samples(ticks, stimulus, per_tick) if len(ticks) else np.empty(0)
     frame = rate // 100

@@ -19,7 +19,7 @@ from reallymuted.analysis import classifier
 from reallymuted.analysis.attack import activity_names
 from reallymuted.analysis.attack_input import input_levels
 from reallymuted.analysis.evidence import driver_keys, load_manifest, source_label
-from reallymuted.analysis.telemetry.sessions import pearson
+from reallymuted.analysis.telemetry.gainmodel import pearson
 from reallymuted.io import DataError, read_jsonl, sha256_file, write_csv, write_json
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ def policy_of(labels: dict[str, micpolicy.PolicyLabel]) -> tuple[str, bool]:
 
 def clear_uploads(session: Path, packets: pd.DataFrame) -> list[dict[str, Any]]:
     """HTTP requests in clear with a body: their level-like fields and the state they were in."""
-    from reallymuted.analysis.telemetry.sessions import pcap_posts
+    from reallymuted.analysis.telemetry.witnesses import pcap_posts
 
     sent = packets[(packets.direction == "sent") & packets.http_method.isin(["POST", "PUT"])]
     uploads = []

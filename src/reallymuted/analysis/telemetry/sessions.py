@@ -6,42 +6,34 @@ record: the packet capture (``traffic.pcapng``: the bytes on the wire) and the c
 log (``collector.jsonl``: what the server received). This module
 
 * takes every HTTP POST to the collector's port out of the capture with **pyshark** (tshark's
-  HTTP dissector reassembles the body; the bytes come from ``http.file_data``'s raw value);
-* decodes each body with the project's decoder (:mod:`reallymuted.analysis.telemetry`) and does
-  the same
-  for every POST the collector logged;
-* pairs the two one to one (identical body bytes; same TCP client port preferred) and compares
-  the decoded values: a record that is in one witness only, or decodes differently, stays in
-  the table with ``match`` false and the reason in ``mismatch`` — never dropped;
+  HTTP dissector reassembles the body; the bytes come from ``http.file_data``'s raw value),
+  decodes each body with the project's decoder (:mod:`reallymuted.analysis.telemetry`), does
+  the same for every POST the collector logged, and pairs the two one to one (identical body
+  bytes; same TCP client port preferred): :mod:`~reallymuted.analysis.telemetry.witnesses`;
+* compares the decoded values of each pair: a record that is in one witness only, or decodes
+  differently, stays in the table with ``match`` false and the reason in ``mismatch`` — never
+  dropped;
 * places each interval on the session clock (the payload's ``startTime``/``endTime``), gives it
   the share of it spent muted, and the stimulus level the OS witness measured over it, with the
-  gains our gain model predicts from that level (:func:`frame_gain`), so "the gains follow the
-  input level" is a number (:func:`pearson`) rather than an impression; and how many of the
-  interval's frames the page heard holding a gap (``page_gap_frames``, :func:`frame_gaps`):
+  gains our gain model predicts from that level
+  (:mod:`~reallymuted.analysis.telemetry.gainmodel`), so "the gains follow the input level" is
+  a number (Pearson's r) rather than an impression; and how many of the interval's frames the
+  page heard holding a gap (``page_gap_frames``):
   digital silence from its audio graph, not from the microphone.
 
 Every profile session gets a check row, also those that post nothing: for ``zoom-native``,
 ``webrtc-soft-mute`` and ``native-flags-only`` the check says how many POSTs the capture and the
 collector saw (zero expected) and what the client sent while muted in RTP (rate, and the RFC
 6464 audio levels in clear: -127 dBov is silence, anything else is derived from the audio).
-
-THE GAIN MODEL is ours, not Webex's code (the page computes it in ``web/gain-worklet.js``): per
-10 ms frame, ``gain = clamp(round(100 + 20 log10(rms)), 0, 100)`` with ``rms`` the frame's RMS
-as a fraction of full scale (a silent frame: 0); a record carries the max, mean (rounded) and
-min of its interval's frame gains. A full-scale sine gives 97, one dB of input is one gain
-step: monotone in the input level, and on the scale of the gains in the authors' record
-(PAPER.md T1: roughly 14-97).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +46,17 @@ from reallymuted.analysis.evidence import (
     Segment,
     load_manifest,
     mute_segments,
-    read_log,
-    request_body,
     session_keys,
     source_label,
     value_key,
 )
+from reallymuted.analysis.telemetry.gainmodel import (
+    frame_gain,
+    level_dbfs,
+    page_gap_frames,
+    pearson,
+)
+from reallymuted.analysis.telemetry.witnesses import collector_posts, decode_body, pair, pcap_posts
 from reallymuted.io import DataError, read_jsonl, write_csv, write_json
 from reallymuted.study import TELEMETRY_PROFILES
 
@@ -102,214 +99,6 @@ ROW_COLUMNS = [
     "model_mean_gain",
     "model_min_gain",
 ]
-
-
-# --- the gain model ----------------------------------------------------------------------
-
-
-def frame_gain(rms: float | np.ndarray) -> np.ndarray:
-    """Gain 0-100 of frames with these RMS values (fractions of full scale); see the module."""
-    rms = np.asarray(rms, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        level = 20 * np.log10(rms)
-    gain = np.clip(np.floor(100 + level + 0.5), 0, 100)  # halves up, as JavaScript's Math.round
-    return np.where(rms > 0, gain, 0).astype(int)
-
-
-def frame_gaps(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Per whole 10 ms frame of ``samples``: does it hold a gap, a run of exactly-zero samples
-    at least 1 ms long at one of its samples (the page's test, ``web/gain-worklet.js``)."""
-    x = np.asarray(samples)
-    index = np.arange(len(x))
-    last_nonzero = np.maximum.accumulate(np.where(x != 0, index, -1))
-    reached = index - last_nonzero >= rate // 1000
-    frame = rate // 100
-    return reached[: len(x) // frame * frame].reshape(-1, frame).any(axis=1)
-
-
-def page_gap_frames(events: Iterable[Mapping[str, Any]]) -> dict[int, int]:
-    """Interval number -> frames holding a gap, as the page noted them beside each record
-    (absent for sessions recorded before the page counted them)."""
-    return {
-        int(e["interval"]): int(e["gap_frames"])
-        for e in events
-        if e.get("event") == "page_telemetry_sent" and e.get("gap_frames") is not None
-    }
-
-
-def level_dbfs(rms: float | np.ndarray, floor: float = -100.0) -> np.ndarray:
-    """RMS as dB re full scale, silence at ``floor``."""
-    rms = np.asarray(rms, dtype=float)
-    with np.errstate(divide="ignore"):
-        return np.maximum(20 * np.log10(rms), floor)
-
-
-def pearson(x: Iterable[float], y: Iterable[float]) -> float:
-    """Pearson's r; NaN with fewer than three pairs or no spread on either side."""
-    a, b = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-# --- the two witnesses --------------------------------------------------------------------
-
-
-def pcap_posts(pcap: str | Path, port: int) -> list[dict[str, Any]]:
-    """Every HTTP POST to ``port`` in the capture, with its reassembled body, in frame order.
-
-    pyshark (tshark's JSON with raw bytes) in this process, closed before returning: the
-    frame is the one that completed the request (its time is when the record was on the
-    wire in full). pyshark replaces the process's asyncio child watcher with one bound to its
-    own loop, which it closes; the previous watcher is put back, or a later asyncio
-    subprocess in this process (Playwright starting Chromium) fails with "child watcher is
-    not activated".
-    """
-    import asyncio
-
-    import pyshark
-
-    if not Path(pcap).is_file():
-        raise DataError(f"{pcap}: capture file missing")
-    watcher = asyncio.get_child_watcher()
-    display_filter = f'tcp.dstport == {port} && http.request.method == "POST"'
-    capture = pyshark.FileCapture(
-        str(pcap),
-        display_filter=display_filter,
-        decode_as={f"tcp.port=={port}": "http"},
-        use_json=True,
-        include_raw=True,
-        keep_packets=False,
-    )
-    posts = []
-    try:
-        for packet in capture:
-            http = packet.http
-            try:
-                raw = http.get_field("file_data_raw")
-            except AttributeError:  # a POST without a body
-                body = b""
-            else:
-                body = bytes.fromhex(raw[0] if isinstance(raw, list) else str(raw))
-            uri = str(http.get_field("request.full_uri"))
-            posts.append(
-                {
-                    "frame": int(packet.number),
-                    "time_epoch": float(Decimal(packet.sniff_timestamp)),
-                    "client_port": int(packet.tcp.get_field("srcport")),
-                    "tcp_stream": int(packet.tcp.get_field("stream")),
-                    "path": "/" + uri.split("://", 1)[-1].split("/", 1)[-1],
-                    "body": body,
-                    "sha256": hashlib.sha256(body).hexdigest(),
-                }
-            )
-    finally:
-        try:
-            capture.close()
-        except pyshark.capture.capture.TSharkCrashException as exc:
-            _check_crash(exc, pcap, port, display_filter, posts)
-        finally:
-            asyncio.set_child_watcher(watcher)
-    return posts
-
-
-def _check_crash(
-    exc: Exception, pcap: str | Path, port: int, display_filter: str, posts: list[dict[str, Any]]
-) -> None:
-    """pyshark's close reports a crash (exit 255) when its child watcher missed tshark's exit
-    ("Unknown child process pid", a race on a short capture). Keep the posts only if tshark
-    itself, asked again in bulk, lists exactly the frames they came from; raise otherwise."""
-    import subprocess
-
-    argv = ["tshark", "-r", str(pcap), "-d", f"tcp.port=={port},http", "-Y", display_filter]
-    out = subprocess.run(
-        [*argv, "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, check=False
-    )
-    frames = [int(f) for f in out.stdout.split()] if out.returncode == 0 else None
-    if frames != [p["frame"] for p in posts]:
-        raise DataError(f"{pcap}: tshark failed while reading the POSTs ({exc})") from exc
-    log.warning(
-        "%s: pyshark reported tshark crashed at close, but every POST frame was read "
-        "(%d, as tshark lists them): kept",
-        pcap,
-        len(posts),
-    )
-
-
-def collector_posts(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The POSTs the collector logged, with their bodies; and counts of every log event."""
-    rows = read_log(path)
-    counts: dict[str, int] = {}
-    posts = []
-    for row in rows:
-        event = row.get("event", "")
-        key = f"{event}_{row['method']}" if event == "request" else event
-        counts[key] = counts.get(key, 0) + 1
-        if event == "request" and row["method"] == "POST":
-            body = request_body(row)
-            if hashlib.sha256(body).hexdigest() != row.get("sha256"):
-                raise DataError(f"{path}:{row['line']}: body does not match its sha256")
-            posts.append(
-                {
-                    "line": row["line"],
-                    "t": row["t"],
-                    "epoch": row["epoch"],
-                    "client_port": int(row["client"].rsplit(":", 1)[1]),
-                    "path": row["path"],
-                    "body": body,
-                    "sha256": row["sha256"],
-                }
-            )
-    return posts, counts
-
-
-def decode_body(body: bytes, name: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Interval rows of one POST body (the project's decoder) and its problems.
-
-    Each row also gets ``start_time``/``end_time`` (the payload's ``sourceMetadata``), which the
-    decoder's table does not carry.
-    """
-    report = telemetry.decode_bytes(body, name)
-    problems = [f"{p.severity}: {p.reason}" for p in report.problems]
-    if report.records_found == 0:
-        problems.append("error: no telemetry record in the body")
-    times: list[tuple[str | None, str | None]] = []
-    try:
-        for entry in json.loads(body)["telemetrics"]:
-            payload, _ = telemetry.decode_gzipb64(entry["v"]["gzipb64data"])
-            meta = payload["event"]["sourceMetadata"]
-            times += [(meta.get("startTime"), meta.get("endTime"))] * len(
-                payload["event"]["intervals"]
-            )
-    except (ValueError, KeyError, TypeError, telemetry.RecordError):
-        times = []
-    rows = []
-    for k, row in enumerate(report.rows):
-        start, end = times[k] if len(times) == len(report.rows) else (None, None)
-        rows.append({**row, "entry": row["record"], "start_time": start, "end_time": end})
-    return rows, problems
-
-
-def pair(
-    pcap: list[dict[str, Any]], collector: list[dict[str, Any]]
-) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
-    """One-to-one pairs of capture and collector POSTs with identical bodies, in capture order.
-
-    A POST seen by one witness only is paired with None (collector-only ones last).
-    """
-    left = list(collector)
-    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
-    for post in pcap:
-        same = [c for c in left if c["sha256"] == post["sha256"]]
-        preferred = [c for c in same if c["client_port"] == post["client_port"]] or same
-        if preferred:
-            left.remove(preferred[0])
-            pairs.append((post, preferred[0]))
-        else:
-            pairs.append((post, None))
-    return pairs + [(None, c) for c in left]
 
 
 # --- one session --------------------------------------------------------------------------
