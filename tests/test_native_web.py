@@ -46,7 +46,7 @@ from reallymuted.io import read_jsonl
 from reallymuted.paths import FAILED
 from reallymuted.testbed import audio, uplink
 from reallymuted.testbed.drivers import DriverError, SessionContext, get_driver, native, web
-from reallymuted.testbed.host import HostTracer, agent_source, session_row
+from reallymuted.testbed.host_tracer import HostTracer, agent_source, session_row
 from reallymuted.testbed.netns import ProcessSet
 from reallymuted.testbed.spec import SessionSpec
 from reallymuted.testbed.stimuli import make_stimulus
