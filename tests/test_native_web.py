@@ -45,7 +45,14 @@ import yaml
 from reallymuted.io import read_jsonl
 from reallymuted.paths import FAILED
 from reallymuted.testbed import audio, uplink
-from reallymuted.testbed.drivers import DriverError, SessionContext, get_driver, native, web
+from reallymuted.testbed.drivers import (
+    DriverError,
+    SessionContext,
+    get_driver,
+    hotkeys,
+    native,
+    web,
+)
 from reallymuted.testbed.host_tracer import HostTracer, agent_source, session_row
 from reallymuted.testbed.netns import ProcessSet
 from reallymuted.testbed.spec import SessionSpec
@@ -383,7 +390,7 @@ def test_every_registry_hotkey_parses_for_its_platform() -> None:
         for platform in ("windows", "macos", "web"):
             spec = entry["platforms"][platform]
             if spec["offer"] in ("native", "web") and "mute_hotkey" in spec:
-                hotkey = native.parse_hotkey(spec["mute_hotkey"], platform)
+                hotkey = hotkeys.parse_hotkey(spec["mute_hotkey"], platform)
                 assert hotkey.text == spec["mute_hotkey"], app
                 parsed += 1
     assert parsed == 7 + 7 + 10
@@ -405,42 +412,42 @@ def test_every_registry_hotkey_parses_for_its_platform() -> None:
 )
 def test_hotkey_parser_rejects_what_it_cannot_send(text, platform, message) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        native.parse_hotkey(text, platform)
+        hotkeys.parse_hotkey(text, platform)
 
 
 def test_windows_key_events_and_send_input_structures() -> None:
-    events = native.windows_key_events(native.parse_hotkey("Ctrl+Shift+M", "windows"))
+    events = hotkeys.windows_key_events(hotkeys.parse_hotkey("Ctrl+Shift+M", "windows"))
     assert events == [(0x11, False), (0x10, False), (0x4D, False), (0x4D, True),
                       (0x10, True), (0x11, True)]  # fmt: skip
-    assert native.windows_key_events(native.parse_hotkey("Alt+a", "windows"))[1] == (0x41, False)
-    assert native.windows_key_events(native.parse_hotkey("F5", "windows")) == [
+    assert hotkeys.windows_key_events(hotkeys.parse_hotkey("Alt+a", "windows"))[1] == (0x41, False)
+    assert hotkeys.windows_key_events(hotkeys.parse_hotkey("F5", "windows")) == [
         (0x74, False),
         (0x74, True),
     ]
-    assert native.windows_key_events(native.parse_hotkey("Ctrl+Space", "windows"))[1][0] == 0x20
+    assert hotkeys.windows_key_events(hotkeys.parse_hotkey("Ctrl+Space", "windows"))[1][0] == 0x20
     # the layout SendInput expects: 40 bytes on 64-bit Windows, 28 on 32-bit
-    assert ctypes.sizeof(native.INPUT) == (40 if ctypes.sizeof(ctypes.c_void_p) == 8 else 28)
-    array = native.windows_inputs([(0x5B, False), (0x5B, True)])
-    assert [i.type for i in array] == [native.INPUT_KEYBOARD] * 2
+    assert ctypes.sizeof(hotkeys.INPUT) == (40 if ctypes.sizeof(ctypes.c_void_p) == 8 else 28)
+    array = hotkeys.windows_inputs([(0x5B, False), (0x5B, True)])
+    assert [i.type for i in array] == [hotkeys.INPUT_KEYBOARD] * 2
     assert [i.u.ki.dwFlags for i in array] == [0x1, 0x3]  # the Windows key is extended
     assert array[0].u.ki.wVk == 0x5B
 
 
 def test_macos_keystroke_commands() -> None:
-    hotkey = native.parse_hotkey("Cmd+Shift+A", "macos")
-    assert native.osascript_hotkey(hotkey, "zoom.us") == [
+    hotkey = hotkeys.parse_hotkey("Cmd+Shift+A", "macos")
+    assert hotkeys.osascript_hotkey(hotkey, "zoom.us") == [
         "osascript",
         "-e",
         'tell application "zoom.us" to activate',
         "-e",
         'tell application "System Events" to keystroke "a" using {command down, shift down}',
     ]
-    space = native.osascript_hotkey(native.parse_hotkey("Cmd+Shift+Space", "macos"), "Slack")
+    space = hotkeys.osascript_hotkey(hotkeys.parse_hotkey("Cmd+Shift+Space", "macos"), "Slack")
     assert space[-1].endswith("keystroke space using {command down, shift down}")
-    f1 = native.osascript_hotkey(native.parse_hotkey("Alt+F1", "macos"), "Webex")
+    f1 = hotkeys.osascript_hotkey(hotkeys.parse_hotkey("Alt+F1", "macos"), "Webex")
     assert f1[-1] == 'tell application "System Events" to key code 122 using {option down}'
     with pytest.raises(ValueError, match="quotes"):
-        native.osascript_hotkey(hotkey, 'zoom" to quit')
+        hotkeys.osascript_hotkey(hotkey, 'zoom" to quit')
 
 
 def test_join_urls_and_launch_commands() -> None:
@@ -502,7 +509,7 @@ def test_drivers_declare_source_modes_and_runner() -> None:
 
 
 def test_playwright_keys_and_button_labels() -> None:
-    keys = {t: web.playwright_keys(native.parse_hotkey(t, "web")) for t in REGISTRY_WEB_HOTKEYS}
+    keys = {t: web.playwright_keys(hotkeys.parse_hotkey(t, "web")) for t in REGISTRY_WEB_HOTKEYS}
     assert keys == {
         "Alt+A": "Alt+KeyA",
         "Ctrl+Shift+Space": "Control+Shift+Space",
@@ -513,7 +520,7 @@ def test_playwright_keys_and_button_labels() -> None:
         "Ctrl+Shift+A": "Control+Shift+KeyA",
         "Ctrl+Alt+M": "Control+Alt+KeyM",
     }
-    assert web.playwright_keys(native.parse_hotkey("Cmd+1", "web")) == "Meta+Digit1"
+    assert web.playwright_keys(hotkeys.parse_hotkey("Cmd+1", "web")) == "Meta+Digit1"
     labels = {
         "Turn off microphone (ctrl + d)": False,
         "Turn on microphone (ctrl + d)": True,
@@ -867,13 +874,13 @@ class LinuxHostDriver(native.NativeDriver):
         return [self.ctx.options["process"]]
 
     @property
-    def hotkey(self) -> native.Hotkey:
-        return native.parse_hotkey("Ctrl+M", "windows")
+    def hotkey(self) -> hotkeys.Hotkey:
+        return hotkeys.parse_hotkey("Ctrl+M", "windows")
 
     def join(self) -> dict:
         return {"url": "test:", "confirmed": False}
 
-    def press(self, hotkey: native.Hotkey) -> dict:
+    def press(self, hotkey: hotkeys.Hotkey) -> dict:
         return {"pressed": hotkey.text}
 
     def quit_app(self) -> None:

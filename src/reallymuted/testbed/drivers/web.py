@@ -40,7 +40,8 @@ from typing import Any, ClassVar
 
 from reallymuted.testbed.drivers import Driver, DriverError, close_quietly
 from reallymuted.testbed.drivers.chromium import BINARY, connect_over_cdp, launch_chromium
-from reallymuted.testbed.drivers.native import Hotkey, parse_hotkey, registry_entry
+from reallymuted.testbed.drivers.hotkeys import Hotkey, parse_hotkey
+from reallymuted.testbed.drivers.native import registry_entry
 
 OPTIONS = {
     "registry_app",  # the app's id in workflow/apps.yaml
