@@ -23,7 +23,7 @@ import soundfile as sf
 from reallymuted import study
 from reallymuted.config import ConfigError, load_yaml, validate_config
 from reallymuted.study import matrix
-from reallymuted.testbed import stimuli
+from reallymuted.testbed import activities, stimuli
 from reallymuted.testbed.spec import SessionSpec, rule_params
 
 RATE = stimuli.RATE
@@ -32,8 +32,8 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.y
 
 def clean(activity: str, seconds: float = 20.0, recording: int = 1) -> np.ndarray:
     """The clean synthetic recording at its level, no distance, no room noise."""
-    return stimuli.set_level(
-        stimuli.synthetic_recording(activity, recording, seconds, seed=7), -24.0
+    return activities.set_level(
+        activities.synthetic_recording(activity, recording, seconds, seed=7), -24.0
     )
 
 
@@ -141,8 +141,8 @@ def test_every_stimulus_is_byte_identical_across_processes(repo_root: Path, tmp_
 
 def test_a_recording_is_the_same_sound_at_every_distance() -> None:
     spec = {"activity": "kb", "recording": 1, "seconds": 5, "seed": 1, "room_noise_dbfs": None}
-    near = stimuli.activity_stimulus({**spec, "distance_cm": 10})
-    far = stimuli.activity_stimulus({**spec, "distance_cm": 50})
+    near = activities.activity_stimulus({**spec, "distance_cm": 10})
+    far = activities.activity_stimulus({**spec, "distance_cm": 50})
     assert np.allclose(far, near / 5.0)
 
 
@@ -201,7 +201,7 @@ def test_talking_is_espeak_speech(monkeypatch: pytest.MonkeyPatch) -> None:
     # the voices are espeak-ng's: without the program there is no talking activity
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(FileNotFoundError):
-        stimuli.synthetic_recording("tk", 1, 5, seed=99)
+        activities.synthetic_recording("tk", 1, 5, seed=99)
 
 
 def test_music_is_tonal_and_continuous() -> None:
@@ -229,36 +229,36 @@ def test_cooking_is_broadband_hiss_with_transients() -> None:
 
 
 def test_distance_attenuates_by_the_configured_db() -> None:
-    assert stimuli.attenuation_db(10) == 0
-    assert stimuli.attenuation_db(25) == pytest.approx(-7.959, abs=1e-3)
-    assert stimuli.attenuation_db(100) == pytest.approx(-20.0)
-    assert stimuli.attenuation_db(100, exponent=2) == pytest.approx(-40.0)
-    assert stimuli.attenuation_db(50, reference_cm=25) == pytest.approx(-6.021, abs=1e-3)
+    assert activities.attenuation_db(10) == 0
+    assert activities.attenuation_db(25) == pytest.approx(-7.959, abs=1e-3)
+    assert activities.attenuation_db(100) == pytest.approx(-20.0)
+    assert activities.attenuation_db(100, exponent=2) == pytest.approx(-40.0)
+    assert activities.attenuation_db(50, reference_cm=25) == pytest.approx(-6.021, abs=1e-3)
     spec = {"activity": "vc", "recording": 1, "seconds": 4, "seed": 1, "room_noise_dbfs": None}
     rms = {
-        d: np.sqrt(np.mean(stimuli.activity_stimulus({**spec, "distance_cm": d}) ** 2))
+        d: np.sqrt(np.mean(activities.activity_stimulus({**spec, "distance_cm": d}) ** 2))
         for d in (10, 25, 100)
     }
     assert 20 * np.log10(rms[10]) == pytest.approx(-24.0, abs=0.01), "level_dbfs at 10 cm"
     assert 20 * np.log10(rms[100] / rms[10]) == pytest.approx(-20.0, abs=0.01)
     assert 20 * np.log10(rms[25] / rms[10]) == pytest.approx(-7.96, abs=0.01)
-    steeper = stimuli.activity_stimulus({**spec, "distance_cm": 100, "distance_exponent": 1.5})
+    steeper = activities.activity_stimulus({**spec, "distance_cm": 100, "distance_exponent": 1.5})
     assert 20 * np.log10(np.sqrt(np.mean(steeper**2)) / rms[10]) == pytest.approx(-30, abs=0.01)
 
 
 def test_room_noise_is_added_at_its_level_and_seeded() -> None:
     spec = {"activity": "dg", "recording": 1, "seconds": 4, "seed": 1, "distance_cm": 50}
-    quiet = stimuli.activity_stimulus({**spec, "room_noise_dbfs": None})
-    noisy = stimuli.activity_stimulus({**spec, "room_noise_dbfs": -50})
+    quiet = activities.activity_stimulus({**spec, "room_noise_dbfs": None})
+    noisy = activities.activity_stimulus({**spec, "room_noise_dbfs": -50})
     noise = noisy - quiet
     assert 20 * np.log10(np.sqrt(np.mean(noise**2))) == pytest.approx(-50, abs=0.01)
-    assert np.array_equal(noisy, stimuli.activity_stimulus({**spec, "room_noise_dbfs": -50}))
+    assert np.array_equal(noisy, activities.activity_stimulus({**spec, "room_noise_dbfs": -50}))
     # pink: about 3 dB less power per octave
     freqs, power = spectrum(noise)
     octave = [power[(freqs >= f) & (freqs < 2 * f)].sum() for f in (250, 500, 1000, 2000)]
     assert np.diff(10 * np.log10(octave)) == pytest.approx([0, 0, 0], abs=1.0)
     with pytest.raises(ValueError, match="clips"):
-        stimuli.activity_stimulus({**spec, "distance_cm": 1, "level_dbfs": -3})
+        activities.activity_stimulus({**spec, "distance_cm": 1, "level_dbfs": -3})
 
 
 # --- real recordings -------------------------------------------------------------------------
