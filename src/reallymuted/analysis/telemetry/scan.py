@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from reallymuted.analysis.telemetry.bodies import content_decode, dechunk
 from reallymuted.analysis.telemetry.decode import _REDACTED, DecodeReport, replace_redactions
 from reallymuted.analysis.telemetry.records import (
     _INITIAL_WINDOW,
-    MAX_BODY_BYTES,
     MAX_ESCAPE_DEPTH,
     Record,
 )
@@ -378,7 +378,7 @@ class _Scanner:
         body_line = request_line
         problems: list[str] = []
         if chunked:
-            body, segments, end, problem = _dechunk(data, pos)
+            body, segments, end, problem = dechunk(data, pos)
             if problem:
                 problems.append(f"malformed chunked body ({problem})")
         else:
@@ -395,7 +395,7 @@ class _Scanner:
             body, segments = data[pos:end], [(0, pos)]
         if encoding not in (b"", b"identity"):
             try:
-                body = _content_decode(body, encoding)
+                body = content_decode(body, encoding)
             except (OSError, EOFError, zlib.error, ValueError) as exc:
                 problems.append(f"Content-Encoding {coding} not decoded ({exc})")
             body_line = self.line_of(pos)
@@ -419,66 +419,6 @@ class _Scanner:
                 f"HTTP request: {problem}; scanned what could be read",
             )
         self.consumed = end
-
-
-def _dechunk(data: bytes | mmap.mmap, pos: int) -> tuple[bytes, list[tuple[int, int]], int, str]:
-    """Undo ``Transfer-Encoding: chunked``; also where each chunk came from, for line numbers."""
-    parts: list[bytes] = []
-    segments: list[tuple[int, int]] = []
-    decoded = 0
-    while True:
-        end = data.find(b"\n", pos, pos + 1024)
-        if end < 0:
-            return b"".join(parts), segments, pos, "chunk size line missing"
-        size_text = data[pos:end].split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return b"".join(parts), segments, pos, f"bad chunk size {size_text[:20]!r}"
-        pos = end + 1
-        if size == 0:
-            while True:  # optional trailers, then the empty line
-                end = data.find(b"\n", pos)
-                if end < 0 or not data[pos:end].strip():
-                    return b"".join(parts), segments, len(data) if end < 0 else end + 1, ""
-                pos = end + 1
-        chunk = data[pos : pos + size]
-        segments.append((decoded, pos))
-        parts.append(chunk)
-        decoded += len(chunk)
-        pos += len(chunk)
-        if len(chunk) < size:
-            return b"".join(parts), segments, pos, f"chunk cut short ({len(chunk)} of {size} bytes)"
-        if data[pos : pos + 2] == b"\r\n":
-            pos += 2
-        elif data[pos : pos + 1] == b"\n":
-            pos += 1
-        else:
-            return b"".join(parts), segments, pos, "chunk not followed by a line break"
-
-
-def _content_decode(body: bytes, encoding: bytes) -> bytes:
-    """Undo ``Content-Encoding`` gzip or deflate (zlib-wrapped or raw), within a size bound."""
-    if encoding in (b"gzip", b"x-gzip"):
-        attempts = [31]
-    elif encoding == b"deflate":
-        attempts = [zlib.MAX_WBITS, -zlib.MAX_WBITS]  # raw deflate, as some servers send
-    else:
-        raise ValueError(f"unsupported encoding {encoding.decode(errors='replace')}")
-    for k, wbits in enumerate(attempts):
-        inflater = zlib.decompressobj(wbits)
-        try:
-            data = inflater.decompress(body, MAX_BODY_BYTES)
-        except zlib.error:
-            if k + 1 < len(attempts):
-                continue
-            raise
-        if inflater.unconsumed_tail:
-            raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes once inflated")
-        if not inflater.eof:
-            raise EOFError("compressed body cut short")
-        return data
-    raise AssertionError("unreachable")
 
 
 def find_records(data: bytes | mmap.mmap, source_file: str) -> Iterator[Record]:
