@@ -12,11 +12,7 @@ arms = {guard: read_arm({k: inputs[f"{k}_{guard}"] for k in files}) for guard in
 # each arm under its app's name (from its evidence; the analysis checks the guard column)
 arms = {str(arm["telemetry"].app.iloc[0]): arm for arm in arms.values()}
 table = write_attack_guard(
-    arms,
-    inputs.leakage,
-    snakemake.params.twins,
-    {**snakemake.params.settings, "workers": snakemake.threads},
-    dict(out.items()),
+    arms, inputs.leakage, snakemake.params.twins, snakemake.params.settings, dict(out.items())
 )
 plot_attack_guard(
     table,

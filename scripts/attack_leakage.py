@@ -13,5 +13,4 @@ leakage.leakage_to_files(
     snakemake.params.bootstrap,
     snakemake.params.permutations,
     dict(snakemake.output.items()),
-    workers=snakemake.threads,
 )

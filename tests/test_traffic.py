@@ -92,13 +92,3 @@ def test_no_leakage_claimed_from_noise() -> None:
     # makes its activity the training folds' minority, for shuffled labels as for real ones
     assert 0.1 < result["chance"] < 1 / 3
     assert result["accuracy"] <= result["chance_high"]
-
-
-def test_the_leakage_test_gives_the_same_result_on_two_threads() -> None:
-    """The study runs the test's forests on two threads (rule attack_leakage): the accuracy, its
-    interval, the shuffled accuracies and so the p-value must not depend on that."""
-    for leaky in (True, False):
-        windows = _windows(leaky=leaky, seed=3)
-        one = leakage.leakage_test(*windows, seed=5, bootstrap=200, permutations=9, workers=1)
-        two = leakage.leakage_test(*windows, seed=5, bootstrap=200, permutations=9, workers=2)
-        assert one == two

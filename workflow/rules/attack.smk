@@ -240,9 +240,6 @@ if LEAKAGE_SESSIONS:
             "logs/attack/leakage.log",
         conda:
             ANALYSIS_ENV
-        # Both cores: it and attack_guard_tables, which waits for it, end the study after its
-        # last session; their forests give the same result on any number of threads.
-        threads: 2
         params:
             dirs=LEAKAGE_DIRS,
             stimuli=[ATTACK_STIMULI[key.stimulus] for key in LEAKAGE_SESSIONS],
@@ -349,7 +346,6 @@ if ATTACK_SESSIONS and ATTACK_GUARDED_SESSIONS:
             "logs/attack/guard.log",
         conda:
             ANALYSIS_ENV
-        threads: 2  # as attack_leakage
         params:
             twins=ATTACK_GUARD_TWINS,
             settings={

@@ -153,18 +153,11 @@ def grouped_test_row(
     seed: int,
     bootstrap: int,
     permutations: int,
-    workers: int = 1,
 ) -> dict[str, Any]:
     """The decoded telemetry's windows of ``window`` intervals, through the leakage test."""
     windows = classifier.windows(minutes, window)
     result = leakage_test(
-        windows.X,
-        windows.y,
-        windows.groups,
-        seed,
-        bootstrap=bootstrap,
-        permutations=permutations,
-        workers=workers,
+        windows.X, windows.y, windows.groups, seed, bootstrap=bootstrap, permutations=permutations
     )
     verdict = _verdict(result.get("p_value"), str(result["verdict"]))
     return {
@@ -229,11 +222,9 @@ def attack_guard_table(
     seed: int,
     bootstrap: int,
     permutations: int,
-    workers: int = 1,
 ) -> pd.DataFrame:
     """``arms``: per telemetry app (either arm) its ``telemetry`` table, ``minutes``,
-    ``metrics`` and ``folds`` (one window); ``twins``: guarded app -> unguarded twin;
-    ``workers``: threads per forest of the leakage test."""
+    ``metrics`` and ``folds`` (one window); ``twins``: guarded app -> unguarded twin."""
     rows = []
     for app, arm in sorted(arms.items(), key=lambda kv: _guard_of(kv[0], twins)):
         client, guard = _guard_of(app, twins)
@@ -244,9 +235,7 @@ def attack_guard_table(
             reference_protocol_row(arm["metrics"], arm["folds"], activities, app, client, guard)
         )
         rows.append(
-            grouped_test_row(
-                minutes, window, app, client, guard, seed, bootstrap, permutations, workers
-            )
+            grouped_test_row(minutes, window, app, client, guard, seed, bootstrap, permutations)
         )
     rows += traffic_rows(leakage, twins)
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -314,7 +303,6 @@ def write_attack_guard(
         int(settings["seed"]),
         int(settings["bootstrap"]),
         int(settings["permutations"]),
-        int(settings.get("workers", 1)),
     )
     for r in table[table.measure != GAINS].itertuples():
         log.info("%s %s guard %s: %.3f [%.3f, %.3f] vs chance %.3f: %s", r.measure, r.client,

@@ -71,17 +71,15 @@ def window_features(
 
 
 def _grouped_cv_accuracy(
-    x: np.ndarray, y: np.ndarray, g: np.ndarray, seed: int, trees: int, workers: int = 1
+    x: np.ndarray, y: np.ndarray, g: np.ndarray, seed: int, trees: int
 ) -> np.ndarray:
-    """Per-window hits of a random forest under recording-grouped cross-validation. The forest
-    grows its trees on ``workers`` threads: scikit-learn draws each tree's seed before, so the
-    hits are the same for any number."""
+    """Per-window hits of a random forest under recording-grouped cross-validation."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import GroupKFold
 
     predicted = np.empty(len(y), dtype=object)
     for train, test in GroupKFold(n_splits=min(5, len(np.unique(g)))).split(x, y, g):
-        model = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=workers)
+        model = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
         predicted[test] = model.fit(x[train], y[train]).predict(x[test])
     return predicted == y
 
@@ -94,7 +92,6 @@ def leakage_test(
     bootstrap: int = 1000,
     permutations: int = 100,
     trees: int = 50,
-    workers: int = 1,
 ) -> dict[str, float | int | str]:
     """Accuracy of telling the background activity from windows of features, against chance:
     traffic windows (:data:`WINDOW_FEATURES`, from a DataFrame) or any matrix of them (the
@@ -107,8 +104,7 @@ def leakage_test(
     label), ``permutations`` times; its mean and 95th percentile are the chance level, and the
     share of shuffles scoring at least the real accuracy is the p-value. (Guessing the training
     folds' majority is no chance level here: leaving a recording out makes its activity the
-    minority, so that guess scores near 0.) ``workers``: threads per forest (the result does
-    not depend on it).
+    minority, so that guess scores near 0.)
     """
     y = np.asarray(labels)
     g = np.asarray(groups)
@@ -123,7 +119,7 @@ def leakage_test(
     }
     if len(unique) < 2 or len(np.unique(y)) < 2:
         return {**result, "verdict": "not enough recordings or activities to test"}
-    correct = _grouped_cv_accuracy(x, y, g, seed, trees, workers)
+    correct = _grouped_cv_accuracy(x, y, g, seed, trees)
     accuracy = float(correct.mean())
     rng = np.random.default_rng(seed)
     by_group = {k: np.flatnonzero(g == k) for k in unique}
@@ -131,8 +127,7 @@ def leakage_test(
     null = []
     for _ in range(permutations):
         shuffled = dict(zip(unique, rng.permutation([label_of[k] for k in unique]), strict=True))
-        shuffled_y = np.array([shuffled[k] for k in g])
-        null.append(_grouped_cv_accuracy(x, shuffled_y, g, seed, trees, workers))
+        null.append(_grouped_cv_accuracy(x, np.array([shuffled[k] for k in g]), g, seed, trees))
     null_accuracy = np.array([hits.mean() for hits in null])
     draws = []
     for _ in range(bootstrap):
@@ -214,11 +209,7 @@ def session_windows(
 
 
 def leakage_table(
-    windows: pd.DataFrame,
-    seed: int,
-    bootstrap: int = 1000,
-    permutations: int = 100,
-    workers: int = 1,
+    windows: pd.DataFrame, seed: int, bootstrap: int = 1000, permutations: int = 100
 ) -> pd.DataFrame:
     """One :func:`leakage_test` row per source, app, mute mode and guard (on: the OS-level
     mute, ``reallymuted guard``, muted the app's streams while it was muted)."""
@@ -232,7 +223,6 @@ def leakage_table(
             seed=seed,
             bootstrap=bootstrap,
             permutations=permutations,
-            workers=workers,
         )
         rows.append(
             {
@@ -257,10 +247,9 @@ def leakage_to_files(
     bootstrap: int,
     permutations: int,
     outputs: Mapping[str, str | Path],
-    workers: int = 1,
 ) -> pd.DataFrame:
     """Rule attack_leakage: every session's windows (``outputs['windows']``) and the test per
-    app and mute mode (``outputs['table']``), its forests on ``workers`` threads."""
+    app and mute mode (``outputs['table']``)."""
     from reallymuted.io import write_csv
 
     parts = [
@@ -269,7 +258,7 @@ def leakage_to_files(
     ]
     windows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     table = (
-        leakage_table(windows, seed, bootstrap, permutations, workers)
+        leakage_table(windows, seed, bootstrap, permutations)
         if len(windows)
         else pd.DataFrame(columns=LEAKAGE_COLUMNS)
     )
